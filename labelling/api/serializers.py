@@ -1,0 +1,81 @@
+"""API input and output shapes, one pair per operation."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from labelling.importing.rows import FORMATS
+from labelling.models import Job
+from labelling.services.jobs import job_live_progress
+
+
+class PredictionUploadInput(serializers.Serializer):
+    """A prediction file sent as multipart form data."""
+
+    file = serializers.FileField(help_text="A .jsonl or .csv prediction file.")
+    format = serializers.ChoiceField(
+        choices=FORMATS, required=False, help_text="Overrides the format taken from the file name."
+    )
+
+
+class ImportResultOutput(serializers.Serializer):
+    """The counts of a finished import."""
+
+    rows = serializers.IntegerField()
+    new_items = serializers.IntegerField()
+    new_predictions = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+
+
+class JobOutput(serializers.ModelSerializer):
+    """A background job and its progress (0 to 1)."""
+
+    progress = serializers.SerializerMethodField()
+    project = serializers.CharField(source="project.slug", read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "url",
+            "project",
+            "kind",
+            "status",
+            "progress",
+            "result",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+    def get_progress(self, job: Job) -> float:
+        return round(job_live_progress(job), 4)
+
+    def get_url(self, job: Job) -> str:
+        return f"/api/v1/jobs/{job.pk}"
+
+
+# A refused request: what was wrong and, for files, where. (A schema, not a serializer:
+# `errors` would clash with Serializer.errors.)
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "line": {"type": "integer", "nullable": True},
+                    "field": {"type": "string"},
+                    "reason": {"type": "string"},
+                },
+            },
+        },
+        "total_errors": {"type": "integer"},
+    },
+    "required": ["detail", "code"],
+}

@@ -1,0 +1,169 @@
+"""The labelling domain's tables. Models hold data and constraints; decisions live in services."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from core.models import TimestampedModel
+from core.permissions import Role
+
+
+class Project(TimestampedModel):
+    """A labelling project: its label set, decision threshold and crowd policies."""
+
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=200)
+    # The ordered label set; predictions store probabilities in this order.
+    labels = models.JSONField()
+    positive_label = models.CharField(max_length=100)
+    threshold = models.FloatField(default=0.5)
+    instructions = models.TextField(blank=True, default="")
+    overlap_min = models.PositiveSmallIntegerField(default=3)
+    overlap_max = models.PositiveSmallIntegerField(default=5)
+    target_confidence = models.FloatField(default=0.95)
+    gold_rate = models.FloatField(default=0.1)
+    escalation_below_confidence = models.FloatField(default=0.8)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Item(models.Model):
+    """One thing to label: its payload as the model saw it, and where it came from."""
+
+    # Indexed through the unique (project, external_id) constraint; a second index would only
+    # slow down imports. No database-level foreign key on this and on Prediction.item: the
+    # deferred per-row checks took 20 of 77 seconds of a million-row import. Rows are only
+    # written by the import service, which joins on existing rows; deletes cascade in Django.
+    project = models.ForeignKey(
+        Project,
+        on_delete=models.CASCADE,
+        related_name="items",
+        db_index=False,
+        db_constraint=False,
+    )
+    external_id = models.CharField(max_length=255)
+    payload = models.JSONField(default=dict)
+    # sha256 of the canonical JSON of the payload: finds the same content under two ids.
+    # Deliberately not indexed: checks group by it in one pass, and an index on random hashes
+    # made large imports 2.5 times slower.
+    content_hash = models.CharField(max_length=64)
+    source = models.CharField(max_length=100, blank=True, default="")
+    split = models.CharField(max_length=50, blank=True, default="")
+    created_at = models.DateTimeField()
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "external_id"], name="item_unique_external_id"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}:{self.external_id}"
+
+
+class Prediction(models.Model):
+    """One model version's output for one item."""
+
+    # Indexed through the unique (item, model_version) constraint.
+    item = models.ForeignKey(
+        Item,
+        on_delete=models.CASCADE,
+        related_name="predictions",
+        db_index=False,
+        db_constraint=False,
+    )
+    model_version = models.CharField(max_length=100)
+    # Probabilities as a list in the order of the project's labels (compact, fast to load into
+    # numpy); `samples` holds MC-dropout or ensemble outputs as a list of such lists.
+    probabilities = models.JSONField()
+    samples = models.JSONField(null=True, blank=True)
+    predicted_label = models.CharField(max_length=100)
+    confidence = models.FloatField()
+    # Hash of probabilities and samples: re-importing the same row is recognised as unchanged.
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["item", "model_version"], name="prediction_unique_model_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item_id}@{self.model_version}"
+
+
+class Labeller(TimestampedModel):
+    """A person working on a project: a local user, or a worker of an outside crowd platform."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        PAUSED = "paused"
+        REJECTED = "rejected"
+        BLOCKED = "blocked"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labellers")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE
+    )
+    # Outside workers: platform ("mturk", "import", …) and the platform's worker id.
+    platform = models.CharField(max_length=50, blank=True, default="")
+    worker_id = models.CharField(max_length=255, blank=True, default="")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.CROWD)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "user"], condition=Q(user__isnull=False), name="labeller_user"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "platform", "worker_id"],
+                condition=~Q(worker_id=""),
+                name="labeller_worker",
+            ),
+            models.CheckConstraint(
+                condition=Q(user__isnull=False) | ~Q(worker_id=""), name="labeller_has_identity"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}:{self.user_id or self.platform + '/' + self.worker_id}"
+
+
+class Job(TimestampedModel):
+    """A background job (an import, a release…) and the progress it reports."""
+
+    class Kind(models.TextChoices):
+        IMPORT_PREDICTIONS = "import_predictions"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=40, choices=Kind.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    params = models.JSONField(default=dict)
+    progress = models.FloatField(default=0.0)
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"job {self.pk} {self.kind} {self.status}"

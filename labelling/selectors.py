@@ -1,0 +1,112 @@
+"""Selectors: reads of the labelling domain, including who may see what."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser
+from django.db.models import Avg, Count, Max, Q
+
+from core.exceptions import NotFound
+from core.permissions import Role, check_role
+from labelling.models import Item, Job, Labeller, Prediction, Project
+
+User = AuthUser | AnonymousUser
+
+
+def project_role(user: User, project: Project) -> Role | None:
+    """The user's role in the project (superusers act as engineers), or None."""
+    if not user.is_authenticated or not user.is_active:
+        return None
+    if getattr(user, "is_superuser", False):
+        return Role.ENGINEER
+    role = (
+        Labeller.objects.filter(project=project, user=user)
+        .exclude(status=Labeller.Status.BLOCKED)
+        .values_list("role", flat=True)
+        .first()
+    )
+    return Role(role) if role else None
+
+
+def project_for_user(*, user: User, slug: str, roles: Collection[Role]) -> Project:
+    """The project with this slug, if the user holds one of `roles` in it."""
+    project = Project.objects.filter(slug=slug).first()
+    if project is None:
+        raise NotFound("project not found")
+    check_role(project_role(user, project), roles, "project")
+    return project
+
+
+def projects_for_user(user: User) -> list[tuple[Project, Role]]:
+    """Every project the user works on, with their role in it."""
+    if not user.is_authenticated:
+        return []
+    if getattr(user, "is_superuser", False):
+        return [(project, Role.ENGINEER) for project in Project.objects.all()]
+    memberships = Labeller.objects.filter(user=user).exclude(status=Labeller.Status.BLOCKED)
+    return [(m.project, Role(m.role)) for m in memberships.select_related("project")]
+
+
+def job_for_user(*, user: User, job_id: int, roles: Collection[Role]) -> Job:
+    """A job, if the user holds one of `roles` in its project."""
+    job = Job.objects.select_related("project").filter(pk=job_id).first()
+    if job is None:
+        raise NotFound("job not found")
+    check_role(project_role(user, job.project), roles, "job")
+    return job
+
+
+def project_overview(project: Project) -> dict[str, Any]:
+    """Counts for the dashboard: items, predictions by model version, splits and sources."""
+    items = Item.objects.filter(project=project)
+    versions = (
+        Prediction.objects.filter(item__project=project)
+        .values("model_version")
+        .annotate(
+            predictions=Count("id"),
+            mean_confidence=Avg("confidence"),
+            last_import=Max("created_at"),
+            below_target=Count("id", filter=Q(confidence__lt=project.target_confidence)),
+        )
+        .order_by("-last_import")
+    )
+    return {
+        "items": items.count(),
+        "versions": list(versions),
+        "splits": list(items.values("split").annotate(n=Count("id")).order_by("-n")),
+        "sources": list(items.values("source").annotate(n=Count("id")).order_by("-n")),
+    }
+
+
+def latest_model_version(project: Project) -> str | None:
+    """The model version whose predictions arrived last."""
+    return (
+        Prediction.objects.filter(item__project=project)
+        .order_by("-created_at", "-id")
+        .values_list("model_version", flat=True)
+        .first()
+    )
+
+
+def confidence_histogram(project: Project, model_version: str, bins: int = 20) -> list[int]:
+    """How many of a model version's predictions fall in each confidence bin of [0, 1]."""
+    import numpy as np
+
+    values = Prediction.objects.filter(item__project=project, model_version=model_version)
+    confidences = np.fromiter(values.values_list("confidence", flat=True), dtype=float)
+    counts, _ = np.histogram(confidences, bins=bins, range=(0.0, 1.0))
+    return [int(c) for c in counts]
+
+
+def least_confident_predictions(
+    project: Project, model_version: str, limit: int = 12
+) -> list[Prediction]:
+    """The predictions the model was least sure of: what the crowd should see first."""
+    return list(
+        Prediction.objects.filter(item__project=project, model_version=model_version)
+        .select_related("item")
+        .order_by("confidence", "id")[:limit]
+    )

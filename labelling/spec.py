@@ -1,0 +1,169 @@
+"""The project spec (JSON): parsing, defaults and validation, with errors that name the field."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from core.exceptions import InputError, InvalidInput
+
+SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
+MAX_LABELS = 1000
+MAX_LABEL_LENGTH = 100
+MAX_OVERLAP = 50
+
+# The documented defaults of everything but `slug` and `labels`.
+DEFAULTS: dict[str, Any] = {
+    "threshold": 0.5,
+    "instructions": "",
+    "overlap": {"min": 3, "max": 5, "target_confidence": 0.95},
+    "gold_rate": 0.1,
+    "escalation": {"below_confidence": 0.8},
+}
+TOP_LEVEL_FIELDS = {"slug", "name", "labels", "positive_label", *DEFAULTS}
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    """A validated project spec with every default filled in."""
+
+    slug: str
+    name: str
+    labels: tuple[str, ...]
+    positive_label: str
+    threshold: float
+    instructions: str
+    overlap_min: int
+    overlap_max: int
+    target_confidence: float
+    gold_rate: float
+    escalation_below_confidence: float
+
+    def model_fields(self) -> dict[str, Any]:
+        """The spec as Project model field values."""
+        fields = asdict(self)
+        fields["labels"] = list(self.labels)
+        return fields
+
+
+class _Checker:
+    """Collects every problem in a spec instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.errors: list[InputError] = []
+
+    def fail(self, field: str, reason: str) -> None:
+        self.errors.append(InputError(reason=reason, field=field))
+
+    def number(
+        self, value: object, field: str, low: float, high: float, *, open_low: bool
+    ) -> float:
+        """A finite number within [low, high] (or (low, high] when open_low)."""
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            self.fail(field, f"must be a number, got {value!r}")
+            return low
+        if value < low or value > high or (open_low and value == low):
+            bracket = "(" if open_low else "["
+            self.fail(field, f"must be in {bracket}{low}, {high}], got {value}")
+        return float(value)
+
+    def integer(self, value: object, field: str, low: int, high: int) -> int:
+        """A whole number within [low, high]."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(field, f"must be a whole number, got {value!r}")
+            return low
+        if not low <= value <= high:
+            self.fail(field, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def text(self, value: object, field: str, max_length: int) -> str:
+        """A string of at most max_length characters."""
+        if not isinstance(value, str):
+            self.fail(field, f"must be a string, got {type(value).__name__}")
+            return ""
+        if len(value) > max_length:
+            self.fail(field, f"must be at most {max_length} characters")
+        return value
+
+    def section(self, data: dict[str, Any], key: str, known: set[str]) -> dict[str, Any]:
+        """A nested object merged over its defaults, with unknown keys reported."""
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.fail(key, "must be an object")
+            value = {}
+        for unknown in sorted(set(value) - known):
+            self.fail(f"{key}.{unknown}", f"unknown field (known: {', '.join(sorted(known))})")
+        return {**DEFAULTS[key], **value}
+
+
+def _labels(check: _Checker, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) < 2:
+        check.fail("labels", "must be a list of at least two labels")
+        return ()
+    if len(value) > MAX_LABELS:
+        check.fail("labels", f"must hold at most {MAX_LABELS} labels")
+    labels = tuple(check.text(v, f"labels[{i}]", MAX_LABEL_LENGTH) for i, v in enumerate(value))
+    if any(not label.strip() for label in labels):
+        check.fail("labels", "labels must not be empty")
+    if len(set(labels)) != len(labels):
+        check.fail("labels", "labels must be unique")
+    return labels
+
+
+def parse_spec(data: object) -> ProjectSpec:
+    """Validate a project spec and fill in its defaults; raise InvalidInput naming every problem."""
+    check = _Checker()
+    if not isinstance(data, dict):
+        raise InvalidInput("the project spec must be a JSON object")
+    for unknown in sorted(set(data) - TOP_LEVEL_FIELDS):
+        check.fail(unknown, "unknown field")
+    if "slug" not in data:
+        check.fail("slug", "is required")
+    slug = check.text(data.get("slug", ""), "slug", 50)
+    if "slug" in data and not SLUG_PATTERN.match(slug):
+        check.fail(
+            "slug",
+            "must be 1–50 lower-case letters, digits, '-' or '_', starting with a letter or digit",
+        )
+    if "labels" not in data:
+        check.fail("labels", "is required")
+    labels = _labels(check, data.get("labels", [None, None]))
+    positive = check.text(
+        data.get("positive_label", labels[0] if labels else ""), "positive_label", MAX_LABEL_LENGTH
+    )
+    if labels and positive not in labels:
+        check.fail("positive_label", f"{positive!r} is not one of the labels")
+    overlap = check.section(data, "overlap", {"min", "max", "target_confidence"})
+    escalation = check.section(data, "escalation", {"below_confidence"})
+    spec = ProjectSpec(
+        slug=slug,
+        name=check.text(data.get("name", slug), "name", 200) or slug,
+        labels=labels,
+        positive_label=positive,
+        threshold=check.number(
+            data.get("threshold", DEFAULTS["threshold"]), "threshold", 0, 1, open_low=True
+        ),
+        instructions=check.text(data.get("instructions", ""), "instructions", 100_000),
+        overlap_min=check.integer(overlap["min"], "overlap.min", 1, MAX_OVERLAP),
+        overlap_max=check.integer(overlap["max"], "overlap.max", 1, MAX_OVERLAP),
+        target_confidence=check.number(
+            overlap["target_confidence"], "overlap.target_confidence", 0, 1, open_low=True
+        ),
+        gold_rate=check.number(
+            data.get("gold_rate", DEFAULTS["gold_rate"]), "gold_rate", 0, 1, open_low=False
+        ),
+        escalation_below_confidence=check.number(
+            escalation["below_confidence"], "escalation.below_confidence", 0, 1, open_low=False
+        ),
+    )
+    if spec.overlap_max < spec.overlap_min:
+        check.fail("overlap.max", f"must be at least overlap.min ({spec.overlap_min})")
+    if check.errors:
+        raise InvalidInput("the project spec is invalid", errors=check.errors)
+    return spec

@@ -1,0 +1,19 @@
+"""Celery tasks: each takes ids, calls one service, and is safe to run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from labelling.services import jobs
+
+
+@shared_task(name="labelling.run_job", acks_late=True)
+def run_job(job_id: int) -> None:
+    """Run a background job (an import…) by id."""
+    jobs.job_run(job_id=job_id)
+
+
+@shared_task(name="labelling.resend_queued_jobs")
+def resend_queued_jobs() -> int:
+    """Send again the jobs that never reached a worker."""
+    return jobs.jobs_resend_queued()

@@ -1,0 +1,95 @@
+"""Shared fixtures: personas (crowd, expert, engineer), projects, API clients, service checks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from core.permissions import Role
+from labelling.models import Project
+from labelling.services.labellers import labeller_create
+from labelling.services.projects import project_create_or_update
+from labelling.spec import parse_spec
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# In CI's service run a missing service is a failure, not a skip.
+REQUIRE_SERVICES = os.environ.get("QUORUM_REQUIRE_SERVICES") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests whose service is not configured, saying which service and how to set it."""
+    on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    on_redis = bool(settings.REDIS_URL)
+    for item in items:
+        if "needs_postgres" in item.keywords and not on_postgres and not REQUIRE_SERVICES:
+            item.add_marker(
+                pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://…")
+            )
+        if "needs_redis" in item.keywords and not on_redis and not REQUIRE_SERVICES:
+            item.add_marker(pytest.mark.skip(reason="needs Redis: set REDIS_URL=redis://…"))
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """../shared beside the repository, or a skip saying it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(
+            "../shared/ is not present: the published reference data is not on this machine"
+        )
+    return SHARED
+
+
+@pytest.fixture
+def make_project(db: None) -> Callable[..., Project]:
+    """Create a project from spec fields (binary match/no_match by default)."""
+
+    def make(**fields: object) -> Project:
+        spec = {"slug": "pet-match", "labels": ["match", "no_match"], **fields}
+        project, _ = project_create_or_update(spec=parse_spec(spec))
+        return project
+
+    return make
+
+
+@pytest.fixture
+def project(make_project: Callable[..., Project]) -> Project:
+    return make_project()
+
+
+@pytest.fixture
+def client_for(db: None) -> Callable[[Project, str, Role], APIClient]:
+    """An API client authenticated by token as a user with a role in a project."""
+
+    def make(project: Project, username: str, role: Role) -> APIClient:
+        _, token = labeller_create(project=project, username=username, role=role)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def engineer_api(project: Project, client_for: Callable[..., APIClient]) -> APIClient:
+    return client_for(project, "erin-engineer", Role.ENGINEER)
+
+
+@pytest.fixture
+def expert_api(project: Project, client_for: Callable[..., APIClient]) -> APIClient:
+    return client_for(project, "ezra-expert", Role.EXPERT)
+
+
+@pytest.fixture
+def crowd_api(project: Project, client_for: Callable[..., APIClient]) -> APIClient:
+    return client_for(project, "cora-crowd", Role.CROWD)
+
+
+def database_is(vendor: str) -> bool:
+    """Whether the tests run on this database vendor."""
+    return urlparse(settings.DATABASE_URL or "sqlite://").scheme.startswith(vendor)
