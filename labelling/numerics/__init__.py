@@ -1,0 +1,1 @@
+"""Pure numpy numerics: uncertainty, aggregation, agreement and labeller reliability."""
