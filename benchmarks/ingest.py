@@ -137,7 +137,7 @@ def main() -> None:
         raise SystemExit(
             "set DATABASE_URL to a PostgreSQL database (the benchmark is for PostgreSQL)"
         )
-    env = {**os.environ, "DEBUG": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DEBUG": "1", "PYTHONPATH": str(ROOT), "LOG_LEVEL": "DEBUG"}
     manage(env, "migrate", "-v0")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -183,6 +183,8 @@ MTURK_ENDPOINT = env_str("MTURK_ENDPOINT", "sandbox")
 UPLOAD_DIR = Path(env_str("QUORUM_UPLOAD_DIR", str(VAR_DIR / "uploads"))).resolve()
 # Uploads up to this size import inside the request; larger ones become a background job.
 SYNC_IMPORT_MAX_BYTES = env_int("QUORUM_SYNC_IMPORT_MAX_BYTES", 2 * 1024 * 1024)
+# Projects with more predictions than this are queued by a background job.
+SYNC_QUEUE_MAX_PREDICTIONS = env_int("QUORUM_SYNC_QUEUE_MAX_PREDICTIONS", 200_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("QUORUM_MAX_JSON_BODY_BYTES", 20 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 

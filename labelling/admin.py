@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from labelling.models import Item, Job, Labeller, Prediction, Project
+from labelling.models import Item, Job, Labeller, Prediction, Project, QueueEntry, QueuePolicy
 
 
 @admin.register(Project)
@@ -35,3 +35,16 @@ class LabellerAdmin(admin.ModelAdmin):
 class JobAdmin(admin.ModelAdmin):
     list_display = ["pk", "project", "kind", "status", "progress", "created_at", "finished_at"]
     list_filter = ["kind", "status"]
+
+
+@admin.register(QueuePolicy)
+class QueuePolicyAdmin(admin.ModelAdmin):
+    list_display = ["project", "version", "budget", "created_at", "created_by"]
+    list_filter = ["project"]
+
+
+@admin.register(QueueEntry)
+class QueueEntryAdmin(admin.ModelAdmin):
+    list_display = ["item", "project", "rule", "score", "model_version", "priority", "created_at"]
+    list_filter = ["project", "rule"]
+    raw_id_fields = ["item"]

@@ -102,6 +102,49 @@ class Prediction(models.Model):
         return f"{self.item_id}@{self.model_version}"
 
 
+class QueuePolicy(models.Model):
+    """One version of a project's queue policy: which predictions go to people, in what order."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="queue_policies")
+    version = models.PositiveIntegerField()
+    rules = models.JSONField()
+    budget = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "version"], name="queue_policy_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id} policy v{self.version}"
+
+
+class QueueEntry(models.Model):
+    """An item selected for labelling: by which rule, with what score, under which policy."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="queue_entries")
+    # One entry an item: an item already queued is never queued again.
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="queue_entry")
+    rule = models.CharField(max_length=30)
+    score = models.FloatField()
+    policy = models.ForeignKey(QueuePolicy, on_delete=models.PROTECT, related_name="entries")
+    model_version = models.CharField(max_length=100)
+    # Lower is more urgent: the order the policy's rules chose the items in.
+    priority = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "priority"], name="queue_entry_priority")]
+        verbose_name_plural = "queue entries"
+
+    def __str__(self) -> str:
+        return f"{self.item_id} by {self.rule}"
+
+
 class Labeller(TimestampedModel):
     """A person working on a project: a local user, or a worker of an outside crowd platform."""
 
@@ -145,6 +188,7 @@ class Job(TimestampedModel):
 
     class Kind(models.TextChoices):
         IMPORT_PREDICTIONS = "import_predictions"
+        QUEUE = "queue"
 
     class Status(models.TextChoices):
         QUEUED = "queued"

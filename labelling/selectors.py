@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+import numpy as np
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
 from django.db.models import Avg, Count, Max, Q
 
 from core.exceptions import NotFound
 from core.permissions import Role, check_role
-from labelling.models import Item, Job, Labeller, Prediction, Project
+from labelling.models import Item, Job, Labeller, Prediction, Project, QueueEntry
 
 User = AuthUser | AnonymousUser
 
@@ -91,14 +92,31 @@ def latest_model_version(project: Project) -> str | None:
     )
 
 
-def confidence_histogram(project: Project, model_version: str, bins: int = 20) -> list[int]:
+def confidence_histogram(
+    project: Project, model_version: str, *, queued_only: bool = False, bins: int = 20
+) -> list[int]:
     """How many of a model version's predictions fall in each confidence bin of [0, 1]."""
-    import numpy as np
-
     values = Prediction.objects.filter(item__project=project, model_version=model_version)
+    if queued_only:
+        values = values.filter(item__queue_entry__isnull=False)
     confidences = np.fromiter(values.values_list("confidence", flat=True), dtype=float)
     counts, _ = np.histogram(confidences, bins=bins, range=(0.0, 1.0))
     return [int(c) for c in counts]
+
+
+def queue_overview(project: Project) -> dict[str, Any]:
+    """The queue for the dashboard: size by rule and the policy in force."""
+    by_rule = (
+        QueueEntry.objects.filter(project=project)
+        .values("rule")
+        .annotate(n=Count("id"), mean_score=Avg("score"))
+        .order_by("-n")
+    )
+    return {
+        "by_rule": list(by_rule),
+        "size": sum(row["n"] for row in by_rule),
+        "policy": project.queue_policies.order_by("-version").first(),
+    }
 
 
 def least_confident_predictions(

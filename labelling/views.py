@@ -36,6 +36,12 @@ def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "overview": selectors.project_overview(project),
         "version": version,
         "bars": histogram_bars(selectors.confidence_histogram(project, version)) if version else [],
+        "queued_bars": (
+            histogram_bars(selectors.confidence_histogram(project, version, queued_only=True))
+            if version
+            else []
+        ),
+        "queue": selectors.queue_overview(project),
         "doubtful": [(p, payload_fields(p.item.payload)) for p in doubtful],
     }
     return render(request, "labelling/project_dashboard.html", context)

@@ -79,3 +79,35 @@ ERROR_SCHEMA = {
     },
     "required": ["detail", "code"],
 }
+
+
+class QueueInput(serializers.Serializer):
+    """Queue the predictions that need people; every field is optional."""
+
+    policy = serializers.JSONField(
+        required=False, help_text="A queue policy; stored as the project's next version."
+    )
+    budget = serializers.IntegerField(required=False, help_text="Overrides the policy's budget.")
+    model_version = serializers.CharField(
+        required=False, max_length=100, help_text="Default: the latest imported model version."
+    )
+
+
+class RuleCountOutput(serializers.Serializer):
+    rule = serializers.CharField()
+    queued = serializers.IntegerField()
+
+
+class QueueResultOutput(serializers.Serializer):
+    """What a queue run did."""
+
+    policy_version = serializers.IntegerField()
+    model_version = serializers.CharField()
+    considered = serializers.IntegerField()
+    queued = serializers.IntegerField()
+    by_rule = RuleCountOutput(many=True)
+    crossed_threshold = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Already queued items whose prediction under this model version falls on "
+        "the other side of the threshold.",
+    )

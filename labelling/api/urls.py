@@ -10,5 +10,6 @@ urlpatterns = [
         views.PredictionsImportView.as_view(),
         name="api-predictions-import",
     ),
+    path("projects/<slug:slug>/queue", views.QueueView.as_view(), name="api-queue"),
     path("jobs/<int:job_id>", views.JobDetailView.as_view(), name="api-job-detail"),
 ]

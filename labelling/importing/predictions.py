@@ -20,6 +20,8 @@ MAX_MODEL_VERSION = 100
 JSONL_FIELDS = frozenset(
     {"external_id", "payload", "model_version", "probabilities", "samples", "source", "split"}
 )
+NUL_ESCAPE = b"\\u0000"
+NUMBER_TYPES = frozenset({float, int})  # exact types: bool is refused
 CSV_FIXED_COLUMNS = ("external_id", "model_version", "source", "split")
 
 
@@ -44,6 +46,23 @@ class PredictionRow:
 def canonical_json(value: Any) -> bytes:
     """Compact JSON with sorted keys: equal content always gives equal bytes."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _encodable_json(value: Any) -> bool:
+    # Lone surrogates (from a "\ud800" escape) parse but cannot be written as UTF-8.
+    try:
+        canonical_json(value)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def content_hash(payload: Any) -> str:
@@ -81,6 +100,12 @@ class RowValidator:
             return None
         if len(value) > max_length:
             self.fail(line, key, f"must be at most {max_length} characters")
+            return None
+        if not value.isascii() and not _encodable(value):
+            self.fail(line, key, "contains an invalid Unicode character (a lone surrogate)")
+            return None
+        if "\x00" in value:
+            self.fail(line, key, "contains the NUL character (\\u0000), which cannot be stored")
             return None
         return value
 
@@ -167,7 +192,9 @@ class RowValidator:
         if type(obj) is not dict or not JSONL_FIELDS.issuperset(obj) or "samples" in obj:
             return None
         external_id, version = obj.get("external_id"), obj.get("model_version")
-        source, split = obj.get("source") or "", obj.get("split") or ""
+        source, split = obj.get("source"), obj.get("split")
+        source = "" if source is None else source
+        split = "" if split is None else split
         if not (
             type(external_id) is str
             and 0 < len(external_id) <= MAX_EXTERNAL_ID
@@ -184,14 +211,17 @@ class RowValidator:
         if type(probabilities) is not dict or probabilities.keys() != self.label_set:
             return None
         probs = [probabilities[label] for label in self.labels]
-        if not all(type(p) is float or type(p) is int for p in probs):
+        if not NUMBER_TYPES.issuperset(map(type, probs)):
             return None
         # NaN fails both comparisons, so it takes the slow path too.
         if not (
             min(probs) >= 0.0 and max(probs) <= 1.0 and abs(math.fsum(probs) - 1.0) <= SUM_TOLERANCE
         ):
             return None
-        return self._stored(line, obj, external_id, version, source, split, probs, None)
+        row = self._stored(line, obj, external_id, version, source, split, probs, None)
+        if "\x00" in external_id + version + source + split or "\\u0000" in row.payload_json:
+            return None
+        return row
 
     def _checked_row(self, obj: Any, line: int) -> PredictionRow | None:
         if not isinstance(obj, dict):
@@ -207,6 +237,13 @@ class RowValidator:
         payload = obj.get("payload")
         if not isinstance(payload, dict):
             self.fail(line, "payload", "is required" if payload is None else "must be an object")
+        elif not _encodable_json(payload):
+            self.fail(line, "payload", "contains an invalid Unicode character (a lone surrogate)")
+        elif NUL_ESCAPE in canonical_json(payload):
+            # PostgreSQL's text and jsonb cannot hold U+0000; SQLite could, so refuse it everywhere.
+            self.fail(
+                line, "payload", "contains the NUL character (\\u0000), which cannot be stored"
+            )
         probs = self.probabilities(obj.get("probabilities"), line)
         samples = self.samples(obj["samples"], line) if obj.get("samples") is not None else None
         if self.log.total > errors_before:
@@ -227,7 +264,7 @@ class RowValidator:
         payload = canonical_json(obj["payload"])
         values = orjson.dumps(probs)
         samples_json = orjson.dumps(samples) if samples is not None else None
-        top = max(range(len(probs)), key=probs.__getitem__)
+        top = probs.index(max(probs))
         return PredictionRow(
             line=line,
             external_id=external_id,

@@ -79,14 +79,30 @@ class _CountingReader(io.RawIOBase):
         return len(data)
 
 
-def _loads_line(text: str) -> Any:
-    """Parse one JSON value; NaN and Infinity parse (to be reported by the validator by name)."""
+def _slow_parse(raw: bytes, number: int, log: ErrorLog) -> tuple[bool, Any]:
+    """Parse a line orjson refused: name a bad encoding, or let NaN/Infinity through.
+
+    orjson rejects the NaN and Infinity literals outright; the standard parser accepts them so
+    that the validator can say "probabilities.match is NaN" instead of "malformed JSON".
+    """
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        # orjson rejects the NaN/Infinity literals outright; the standard parser accepts them so
-        # that the error can say "probabilities.match is NaN" instead of "malformed JSON".
-        return json.loads(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        log.add(
+            InputError(
+                f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                "save the file as UTF-8",
+                line=number,
+            )
+        )
+        return False, None
+    if not text.strip():
+        return False, None
+    try:
+        return True, json.loads(text)
+    except ValueError as exc:
+        log.add(InputError(f"malformed JSON: {exc}", line=number))
+        return False, None
 
 
 def iter_jsonl(
@@ -94,26 +110,17 @@ def iter_jsonl(
 ) -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed object) for each non-blank line of a JSON Lines stream."""
     reader = io.BufferedReader(_CountingReader(stream, progress), buffer_size=1 << 20)
+    first = reader.peek(3)[:3]
+    if first == b"\xef\xbb\xbf":
+        reader.read(3)
     for number, raw in enumerate(reader, start=1):
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            log.add(
-                InputError(
-                    f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                    "save the file as UTF-8",
-                    line=number,
-                )
-            )
-            continue
-        if not text.strip():
-            continue
-        try:
-            yield number, _loads_line(text)
-        except ValueError as exc:
-            log.add(InputError(f"malformed JSON: {exc}", line=number))
+            # orjson checks UTF-8 itself: the common line costs one call.
+            yield number, orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed, value = _slow_parse(raw, number, log)
+            if parsed:
+                yield number, value
 
 
 def iter_csv(

@@ -116,6 +116,15 @@ def _copy_json(value: str | None) -> str:
 
 def _copy_line(row: PredictionRow) -> str:
     """One staging row in COPY's text format (hashes and numbers need no escaping)."""
+    texts = row.external_id + row.source + row.split + row.model_version + row.predicted_label
+    if not ("\\" in texts or "\t" in texts or "\n" in texts or "\r" in texts):
+        # The common case: no text field needs escaping, so one check serves all five.
+        return (
+            f"{row.line}\t{row.external_id}\t{_copy_json(row.payload_json)}\t{row.content_hash}"
+            f"\t{row.source}\t{row.split}\t{row.model_version}\t{row.probabilities_json}"
+            f"\t{_copy_json(row.samples_json)}\t{row.digest}\t{row.predicted_label}"
+            f"\t{row.confidence!r}\n"
+        )
     return (
         f"{row.line}\t{_copy_text(row.external_id)}\t{_copy_json(row.payload_json)}"
         f"\t{row.content_hash}\t{_copy_text(row.source)}\t{_copy_text(row.split)}"

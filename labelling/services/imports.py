@@ -61,7 +61,7 @@ def predictions_import(
         checked = time.perf_counter()
         counts = staging.merge(cursor, project.pk, timezone.now(), may_repeat=staged.may_repeat)
         staging.drop(cursor)
-        logger.info(
+        logger.debug(
             "import into %s: %d rows; parse and stage %.2f s, checks %.2f s, merge %.2f s",
             project.slug,
             rows,

@@ -79,12 +79,67 @@ def _claim(job_id: int) -> Job | None:
 
 
 def _finish(job: Job, *, result: dict[str, Any] | None, error: dict[str, Any] | None) -> None:
+    # Read the live progress before the status changes: a failed job shows how far it got.
+    job.progress = 1.0 if not error else job_live_progress(job)
     job.status = Job.Status.FAILED if error else Job.Status.SUCCEEDED
     job.result, job.error = result, error
-    job.progress = 1.0 if not error else job_live_progress(job)
     job.finished_at = timezone.now()
     job.save(update_fields=["status", "result", "error", "progress", "finished_at", "updated_at"])
     cache.delete(_progress_key(job.pk))
+
+
+@transaction.atomic
+def job_queue_start(
+    *,
+    project: Project,
+    user: Any,
+    policy: dict[str, Any] | None,
+    budget: int | None,
+    model_version: str | None,
+) -> Job:
+    """Queue a project's predictions in the background (for large projects)."""
+    job = Job.objects.create(
+        project=project,
+        kind=Job.Kind.QUEUE,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+        params={"policy": policy, "budget": budget, "model_version": model_version},
+    )
+    transaction.on_commit(lambda: _enqueue(job))
+    return job
+
+
+def _run_import(job: Job) -> dict[str, Any]:
+    path = Path(job.params["path"])
+    if not path.exists():
+        raise QuorumError("the uploaded file is gone (is the upload folder shared and kept?)")
+    size = max(path.stat().st_size, 1)
+
+    def progress(done: int) -> None:
+        cache.set(_progress_key(job.pk), min(done / size, 0.99), PROGRESS_TTL)
+
+    with open(path, "rb") as stream:
+        result = predictions_import(
+            project=job.project, stream=stream, fmt=job.params["format"], progress=progress
+        )
+    return result.as_dict()
+
+
+def _run_queue(job: Job) -> dict[str, Any]:
+    from labelling.policy import parse_policy
+    from labelling.services.queueing import queue_select
+
+    policy = job.params.get("policy")
+    result = queue_select(
+        project=job.project,
+        policy=parse_policy(policy) if policy is not None else None,
+        budget=job.params.get("budget"),
+        model_version=job.params.get("model_version"),
+        user=job.created_by,
+    )
+    return result.as_dict()
+
+
+RUNNERS = {Job.Kind.IMPORT_PREDICTIONS: _run_import, Job.Kind.QUEUE: _run_queue}
 
 
 def job_run(*, job_id: int) -> None:
@@ -92,27 +147,21 @@ def job_run(*, job_id: int) -> None:
     job = _claim(job_id)
     if job is None:
         return
-    path = Path(job.params["path"])
-    size = max(path.stat().st_size, 1) if path.exists() else 1
-
-    def progress(done: int) -> None:
-        cache.set(_progress_key(job.pk), min(done / size, 0.99), PROGRESS_TTL)
-
     try:
-        with open(path, "rb") as stream:
-            result = predictions_import(
-                project=job.project, stream=stream, fmt=job.params["format"], progress=progress
-            )
+        result = RUNNERS[Job.Kind(job.kind)](job)
     except QuorumError as exc:
         _finish(job, result=None, error=exc.as_dict())
-    except FileNotFoundError:
-        _finish(
-            job, result=None, error={"detail": "the uploaded file is gone", "code": "missing_file"}
-        )
-        return
+    except Exception:
+        # A bug, not bad input: record it so the job does not look alive for ever. (A worker
+        # that dies instead leaves the job running, and acks_late hands it to another.)
+        logger.exception("job %s failed", job.pk)
+        detail = "the job failed on an internal error; the server log has the details"
+        _finish(job, result=None, error={"detail": detail, "code": "internal_error"})
     else:
-        _finish(job, result=result.as_dict(), error=None)
-    path.unlink(missing_ok=True)
+        _finish(job, result=result, error=None)
+    # The upload has reached its verdict; after a crash it stays for the retry.
+    if "path" in job.params:
+        Path(job.params["path"]).unlink(missing_ok=True)
 
 
 def jobs_resend_queued(*, older_than_seconds: int = 60) -> int:
