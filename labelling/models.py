@@ -57,6 +57,9 @@ class Item(models.Model):
     split = models.CharField(max_length=50, blank=True, default="")
     created_at = models.DateTimeField()
     deactivated_at = models.DateTimeField(null=True, blank=True)
+    # The known answer of a gold item (import_gold); never shown to crowd labellers.
+    gold_label = models.CharField(max_length=100, blank=True, default="", db_default="")
+    gold_set_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -100,6 +103,27 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.item_id}@{self.model_version}"
+
+
+class ThresholdChange(models.Model):
+    """A change of a project's decision threshold, and what it was based on."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="threshold_changes")
+    old_threshold = models.FloatField()
+    new_threshold = models.FloatField()
+    # The chooser's figures at the time: rule, target, precision, recall, trusted labels used…
+    basis = models.JSONField(default=dict)
+    note = models.TextField(blank=True, default="")
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}: {self.old_threshold} → {self.new_threshold}"
 
 
 class QueuePolicy(models.Model):

@@ -61,3 +61,8 @@ def histogram_bars(counts: list[int], width: float = 600, height: float = 160) -
         )
         for i, c in enumerate(counts)
     ]
+
+
+def curve_points(points: list[tuple[float, float]], size: float = 240) -> str:
+    """SVG polyline points for a curve on the unit square (y grows upwards)."""
+    return " ".join(f"{x * size:.1f},{(1 - y) * size:.1f}" for x, y in points)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
 
 from core.exceptions import NotFound, PermissionDenied
 from core.permissions import ENGINEERS
 from labelling import selectors
-from labelling.rendering import histogram_bars, payload_fields
+from labelling.forms import ApplyThresholdForm, ThresholdGoalsForm
+from labelling.models import Project
+from labelling.rendering import curve_points, histogram_bars, payload_fields
+from labelling.services.thresholds import project_threshold_set
+from labelling.thresholding import Goals, threshold_report
 
 
 @login_required
@@ -20,15 +26,22 @@ def home(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
-def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
-    """The engineer's view of a project: what came in and what the model is unsure of."""
+def _engineer_project(request: HttpRequest, slug: str) -> Project | HttpResponse:
+    """The project if the user is one of its engineers; a 404 or a 403 page otherwise."""
     try:
-        project = selectors.project_for_user(user=request.user, slug=slug, roles=ENGINEERS)
+        return selectors.project_for_user(user=request.user, slug=slug, roles=ENGINEERS)
     except NotFound:
         raise Http404("project not found") from None
     except PermissionDenied as exc:
         return render(request, "403.html", {"message": exc.message}, status=403)
+
+
+@login_required
+def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    """The engineer's view of a project: what came in and what the model is unsure of."""
+    project = _engineer_project(request, slug)
+    if isinstance(project, HttpResponse):
+        return project
     version = selectors.latest_model_version(project)
     doubtful = selectors.least_confident_predictions(project, version) if version else []
     context = {
@@ -45,3 +58,48 @@ def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "doubtful": [(p, payload_fields(p.item.payload)) for p in doubtful],
     }
     return render(request, "labelling/project_dashboard.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_threshold(request: HttpRequest, slug: str) -> HttpResponse:
+    """ROC and precision-recall curves on trusted labels, suggested thresholds, and applying one."""
+    project = _engineer_project(request, slug)
+    if isinstance(project, HttpResponse):
+        return project
+    version = request.POST.get("model_version") or request.GET.get("model_version")
+    version = version or selectors.latest_model_version(project)
+    if request.method == "POST":
+        return _apply_threshold(request, project, version)
+    goals_form = ThresholdGoalsForm(request.GET or {"cost_fp": 1, "cost_fn": 1})
+    report = None
+    if version and goals_form.is_valid():
+        report = threshold_report(project, version, Goals(**goals_form.cleaned_data))
+    context = {
+        "project": project,
+        "version": version,
+        "goals_form": goals_form,
+        "report": report,
+        "roc_points": curve_points(report.roc) if report else "",
+        "pr_points": curve_points(report.pr) if report else "",
+        "history": project.threshold_changes.select_related("changed_by")[:20],
+    }
+    return render(request, "labelling/threshold.html", context)
+
+
+def _apply_threshold(request: HttpRequest, project: Project, version: str | None) -> HttpResponse:
+    form = ApplyThresholdForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Threshold not changed: {form.errors.as_text()}")
+        return redirect("project-threshold", slug=project.slug)
+    change = project_threshold_set(
+        project=project,
+        threshold=form.cleaned_data["threshold"],
+        model_version=version,
+        user=request.user,
+        note=form.cleaned_data["note"],
+    )
+    messages.success(
+        request, f"Threshold changed from {change.old_threshold:g} to {change.new_threshold:g}."
+    )
+    return redirect("project-threshold", slug=project.slug)

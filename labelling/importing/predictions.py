@@ -180,7 +180,11 @@ class RowValidator:
 
     def row(self, obj: Any, line: int) -> PredictionRow | None:
         """Validate one parsed row; record its errors and return None if it has any."""
-        fast = self._fast_row(obj, line)
+        try:
+            fast = self._fast_row(obj, line)
+        except orjson.JSONEncodeError:
+            # Lone surrogates parse but cannot be written: the checked path names them.
+            fast = None
         return fast if fast is not None else self._checked_row(obj, line)
 
     def _fast_row(self, obj: Any, line: int) -> PredictionRow | None:

@@ -156,6 +156,22 @@ def threshold_for_recall(y: ArrayLike, s: ArrayLike, target: float) -> Threshold
     return _choice(steps, first)
 
 
+def operating_point(y: ArrayLike, s: ArrayLike, threshold: float) -> ThresholdChoice:
+    """Precision, recall and false-positive rate when predicting positive for s >= threshold."""
+    truth, scores = _check_inputs(y, s)
+    predicted = scores >= threshold
+    tp = float(np.count_nonzero(predicted & truth))
+    fp = float(np.count_nonzero(predicted & ~truth))
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+    return ThresholdChoice(
+        threshold=float(threshold),
+        precision=tp / (tp + fp) if tp + fp else np.nan,
+        recall=tp / n_pos if n_pos else np.nan,
+        fpr=fp / n_neg if n_neg else np.nan,
+        tpr=tp / n_pos if n_pos else np.nan,
+    )
+
+
 def _choice(steps: _Steps, i: int) -> ThresholdChoice:
     """The operating point at distinct-score step i."""
     tp, fp = float(steps.tp[i]), float(steps.fp[i])
