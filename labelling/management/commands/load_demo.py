@@ -9,13 +9,17 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
+from django.db import transaction
 
 from core.permissions import Role
 from labelling.management.base import QuorumCommand
 from labelling.models import Project
+from labelling.policy import parse_policy
+from labelling.services.gold import gold_import
 from labelling.services.imports import predictions_import
 from labelling.services.labellers import labeller_create
 from labelling.services.projects import project_create_or_update
+from labelling.services.queueing import queue_select
 from labelling.spec import parse_spec
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo" / "digits"
@@ -40,11 +44,19 @@ class Command(QuorumCommand):
             self._load(spec)
         self._logins(spec.slug)
 
+    @transaction.atomic
     def _load(self, spec: Any) -> None:
         project, _ = project_create_or_update(spec=spec)
         with open(DEMO_DIR / "predictions.jsonl", "rb") as stream:
-            result = predictions_import(project=project, stream=stream, fmt="jsonl")
-        self.stdout.write(f"loaded demo project {project.slug}: {result.new_items} items")
+            imported = predictions_import(project=project, stream=stream, fmt="jsonl")
+        with open(DEMO_DIR / "gold.jsonl", "rb") as stream:
+            gold = gold_import(project=project, stream=stream, fmt="jsonl")
+        policy = parse_policy(self.read_json(str(DEMO_DIR / "policy.json")))
+        queued = queue_select(project=project, policy=policy)
+        self.stdout.write(
+            f"loaded demo project {project.slug}: {imported.new_items} items, "
+            f"{gold.marked} gold answers, {queued.queued} queued for labelling"
+        )
 
     def _logins(self, slug: str) -> None:
         project = Project.objects.get(slug=slug)
