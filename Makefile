@@ -61,6 +61,7 @@ bench: $(VENV)/.dev
 	@psql "$(dir $(BENCH_DATABASE_URL))postgres" -qtc "SELECT 1 FROM pg_database WHERE datname = '$(notdir $(BENCH_DATABASE_URL))'" | grep -q 1 || \
 		psql "$(dir $(BENCH_DATABASE_URL))postgres" -qc "CREATE DATABASE $(notdir $(BENCH_DATABASE_URL))"
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/ingest.py --rows $${BENCH_ROWS:-1000000} --runs $${BENCH_RUNS:-3}
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/queue.py --rows $${BENCH_ROWS:-1000000} --runs $${BENCH_RUNS:-3}
 	PYTHONPATH=. $(BIN)/python benchmarks/select_numerics.py
 	PYTHONPATH=. $(BIN)/python benchmarks/aggregate_numerics.py
 

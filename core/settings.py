@@ -50,7 +50,13 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()] if raw else default
 
 
-VAR_DIR = Path(env_str("QUORUM_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+def env_path(name: str, default: Path) -> Path:
+    """A folder variable; a relative path is taken from the repository root."""
+    raw = env_str(name)
+    return (BASE_DIR / raw).resolve() if raw else default
+
+
+VAR_DIR = env_path("QUORUM_VAR_DIR", BASE_DIR / "var")
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
@@ -172,15 +178,26 @@ CACHES = {
 }
 
 EXPORT_STORAGE = env_str("EXPORT_STORAGE", f"file://{VAR_DIR / 'exports'}")
-if urlparse(EXPORT_STORAGE).scheme not in {"file", "s3"}:
+_export = urlparse(EXPORT_STORAGE)
+if not (
+    (_export.scheme == "file" and not _export.netloc and _export.path.startswith("/"))
+    or (_export.scheme == "s3" and _export.netloc)
+):
     raise ImproperlyConfigured(
         f"EXPORT_STORAGE must be file:///absolute/dir or s3://bucket/prefix, got {EXPORT_STORAGE!r}"
     )
 MTURK_ENDPOINT = env_str("MTURK_ENDPOINT", "sandbox")
+if MTURK_ENDPOINT not in {"sandbox", "production"} and urlparse(MTURK_ENDPOINT).scheme not in {
+    "http",
+    "https",
+}:
+    raise ImproperlyConfigured(
+        f"MTURK_ENDPOINT must be sandbox, production or an http(s) URL, got {MTURK_ENDPOINT!r}"
+    )
 
 # Uploaded prediction files wait here for their background import; several web and worker
 # machines need this folder shared (see README, "Running on several machines").
-UPLOAD_DIR = Path(env_str("QUORUM_UPLOAD_DIR", str(VAR_DIR / "uploads"))).resolve()
+UPLOAD_DIR = env_path("QUORUM_UPLOAD_DIR", VAR_DIR / "uploads")
 # Uploads up to this size import inside the request; larger ones become a background job.
 SYNC_IMPORT_MAX_BYTES = env_int("QUORUM_SYNC_IMPORT_MAX_BYTES", 2 * 1024 * 1024)
 # Projects with more predictions than this are queued by a background job.

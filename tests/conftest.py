@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from core import celery_app
 from core.permissions import Role
 from labelling.models import Project
 from labelling.services.labellers import labeller_create
@@ -33,6 +33,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             )
         if "needs_redis" in item.keywords and not on_redis and not REQUIRE_SERVICES:
             item.add_marker(pytest.mark.skip(reason="needs Redis: set REDIS_URL=redis://…"))
+
+
+@pytest.fixture
+def eager_jobs() -> Iterator[None]:
+    """Run jobs in-process, as the default test setup does, even when REDIS_URL is set."""
+    before = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = before
 
 
 @pytest.fixture
@@ -88,8 +97,3 @@ def expert_api(project: Project, client_for: Callable[..., APIClient]) -> APICli
 @pytest.fixture
 def crowd_api(project: Project, client_for: Callable[..., APIClient]) -> APIClient:
     return client_for(project, "cora-crowd", Role.CROWD)
-
-
-def database_is(vendor: str) -> bool:
-    """Whether the tests run on this database vendor."""
-    return urlparse(settings.DATABASE_URL or "sqlite://").scheme.startswith(vendor)

@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.exceptions import InvalidInput
+from core.exceptions import InputError, InvalidInput
 from core.permissions import ENGINEERS
 from labelling.api.serializers import (
     ERROR_SCHEMA,
@@ -72,7 +72,11 @@ class PredictionsImportView(APIView):
         if not form.is_valid():
             raise InvalidInput(
                 "send a multipart form with a prediction file in `file`, or a JSON list of rows",
-                errors=[],
+                errors=[
+                    InputError(str(message), field=field)
+                    for field, messages in form.errors.items()
+                    for message in messages
+                ],
             )
         upload = form.validated_data["file"]
         fmt = detect_format(upload.name, form.validated_data.get("format"))

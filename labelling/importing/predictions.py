@@ -65,6 +65,12 @@ def _encodable_json(value: Any) -> bool:
     return True
 
 
+def id_hash(external_id: str) -> int:
+    """A 64-bit hash of an external id, the same in every process (unlike the built-in hash)."""
+    digest = hashlib.blake2b(external_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
 def content_hash(payload: Any) -> str:
     """The sha256 of a payload's canonical JSON."""
     return hashlib.sha256(canonical_json(payload)).hexdigest()
@@ -222,10 +228,11 @@ class RowValidator:
             min(probs) >= 0.0 and max(probs) <= 1.0 and abs(math.fsum(probs) - 1.0) <= SUM_TOLERANCE
         ):
             return None
-        row = self._stored(line, obj, external_id, version, source, split, probs, None)
-        if "\x00" in external_id + version + source + split or "\\u0000" in row.payload_json:
+        texts = external_id + version + source + split
+        if "\x00" in texts or not (texts.isascii() or _encodable(texts)):
             return None
-        return row
+        row = self._stored(line, obj, external_id, version, source, split, probs, None)
+        return None if "\\u0000" in row.payload_json else row
 
     def _checked_row(self, obj: Any, line: int) -> PredictionRow | None:
         if not isinstance(obj, dict):

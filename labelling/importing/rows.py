@@ -54,6 +54,11 @@ class ErrorLog:
         if len(self.errors) < MAX_STORED_ERRORS:
             self.errors.append(error)
 
+    def merge(self, errors: list[InputError], total: int) -> None:
+        """Add the errors another log found (in a worker process)."""
+        self.errors.extend(errors[: MAX_STORED_ERRORS - len(self.errors)])
+        self.total += total
+
     def raise_if_any(self, message: str) -> None:
         if self.total:
             raise InvalidInput(message, errors=self.errors, total_errors=self.total)
@@ -105,22 +110,31 @@ def _slow_parse(raw: bytes, number: int, log: ErrorLog) -> tuple[bool, Any]:
         return False, None
 
 
+def parse_jsonl_line(raw: bytes, number: int, log: ErrorLog) -> tuple[bool, Any]:
+    """(True, value) for a line that parses; (False, None) for a blank or a bad one (logged)."""
+    try:
+        # orjson checks UTF-8 itself: the common line costs one call.
+        return True, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _slow_parse(raw, number, log)
+
+
+def jsonl_lines(stream: IO[bytes], progress: Progress | None) -> Iterator[bytes]:
+    """The raw lines of a JSON Lines stream, without a leading byte-order mark."""
+    reader = io.BufferedReader(_CountingReader(stream, progress), buffer_size=1 << 20)
+    if reader.peek(3)[:3] == b"\xef\xbb\xbf":
+        reader.read(3)
+    return iter(reader)
+
+
 def iter_jsonl(
     stream: IO[bytes], log: ErrorLog, progress: Progress | None
 ) -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed object) for each non-blank line of a JSON Lines stream."""
-    reader = io.BufferedReader(_CountingReader(stream, progress), buffer_size=1 << 20)
-    first = reader.peek(3)[:3]
-    if first == b"\xef\xbb\xbf":
-        reader.read(3)
-    for number, raw in enumerate(reader, start=1):
-        try:
-            # orjson checks UTF-8 itself: the common line costs one call.
-            yield number, orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            parsed, value = _slow_parse(raw, number, log)
-            if parsed:
-                yield number, value
+    for number, raw in enumerate(jsonl_lines(stream, progress), start=1):
+        parsed, value = parse_jsonl_line(raw, number, log)
+        if parsed:
+            yield number, value
 
 
 def iter_csv(

@@ -14,14 +14,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.db import connection
+
+if TYPE_CHECKING:
+    from labelling.importing.parallel import Block
 from django.db.backends.utils import CursorWrapper
 
 from core.exceptions import InputError
-from labelling.importing.predictions import PredictionRow
+from labelling.importing.predictions import PredictionRow, id_hash
 from labelling.models import Item, Prediction
 
 STAGING = "quorum_import_staging"
@@ -114,7 +117,7 @@ def _copy_json(value: str | None) -> str:
     return value.replace("\\", "\\\\") if value is not None else "\\N"
 
 
-def _copy_line(row: PredictionRow) -> str:
+def copy_line(row: PredictionRow) -> str:
     """One staging row in COPY's text format (hashes and numbers need no escaping)."""
     texts = row.external_id + row.source + row.split + row.model_version + row.predicted_label
     if not ("\\" in texts or "\t" in texts or "\n" in texts or "\r" in texts):
@@ -144,7 +147,7 @@ def _load_postgres(cursor: CursorWrapper, rows: Iterable[PredictionRow]) -> int:
     # second thread sends each block while this one parses the next.
     with raw.copy(statement, writer=QueuedLibpqWriter(raw)) as copy:
         iterator: Iterator[PredictionRow] = iter(rows)
-        while block := [_copy_line(row) for row in islice(iterator, COPY_BLOCK)]:
+        while block := [copy_line(row) for row in islice(iterator, COPY_BLOCK)]:
             copy.write("".join(block))
             count += len(block)
     return count
@@ -162,7 +165,7 @@ def _load_sqlite(cursor: CursorWrapper, rows: Iterable[PredictionRow]) -> int:
 
 def _tracked(rows: Iterable[PredictionRow], hashes: array[int]) -> Iterator[PredictionRow]:
     for row in rows:
-        hashes.append(hash(row.external_id))
+        hashes.append(id_hash(row.external_id))
         yield row
 
 
@@ -173,19 +176,40 @@ def _may_repeat(hashes: array[int]) -> bool:
     return bool(values.size) and np.unique(values).size < values.size
 
 
-def stage(cursor: CursorWrapper, rows: Iterable[PredictionRow]) -> Staged:
-    """Create the staging table and fill it with `rows`."""
-    _create_table(cursor)
-    hashes: array[int] = array("q")
+def _after_load(cursor: CursorWrapper) -> None:
     if connection.vendor == "postgresql":
-        count = _load_postgres(cursor, _tracked(rows, hashes))
         # Temporary tables are never auto-analysed; without statistics the planner picks
         # nested loops over a million rows.
         cursor.execute(f"ANALYZE {STAGING}")
         # Room for the sorts of the checks and the merge to stay in memory.
         cursor.execute("SET LOCAL work_mem = '128MB'")
-    else:
-        count = _load_sqlite(cursor, _tracked(rows, hashes))
+
+
+def stage(cursor: CursorWrapper, rows: Iterable[PredictionRow]) -> Staged:
+    """Create the staging table and fill it with `rows`."""
+    _create_table(cursor)
+    hashes: array[int] = array("q")
+    load = _load_postgres if connection.vendor == "postgresql" else _load_sqlite
+    count = load(cursor, _tracked(rows, hashes))
+    _after_load(cursor)
+    return Staged(rows=count, may_repeat=_may_repeat(hashes))
+
+
+def stage_blocks(cursor: CursorWrapper, blocks: Iterable[Block]) -> Staged:
+    """Create the staging table and COPY pre-formatted blocks into it (PostgreSQL only)."""
+    from psycopg.copy import QueuedLibpqWriter
+
+    _create_table(cursor)
+    hashes: array[int] = array("q")
+    count = 0
+    raw = cursor.cursor
+    statement = f"COPY {STAGING} ({', '.join(COLUMNS)}) FROM STDIN"
+    with raw.copy(statement, writer=QueuedLibpqWriter(raw)) as copy:
+        for block in blocks:
+            copy.write(block.text)
+            hashes.frombytes(block.hashes)
+            count += block.rows
+    _after_load(cursor)
     return Staged(rows=count, may_repeat=_may_repeat(hashes))
 
 

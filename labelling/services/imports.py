@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from core.exceptions import InvalidInput
 from labelling.importing import staging
+from labelling.importing.parallel import BlockParser, worth_parallel
 from labelling.importing.predictions import iter_prediction_rows
 from labelling.importing.rows import ErrorLog, Progress
 from labelling.models import Project
@@ -34,6 +38,28 @@ class ImportResult:
         return asdict(self)
 
 
+def _size(stream: IO[bytes]) -> int:
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return 0
+
+
+def _stage(
+    cursor: CursorWrapper,
+    project: Project,
+    stream: IO[bytes],
+    fmt: str,
+    log: ErrorLog,
+    progress: Progress | None,
+) -> staging.Staged:
+    """Parse the file into the staging table: in worker processes when it is large enough."""
+    if connection.vendor == "postgresql" and fmt == "jsonl" and worth_parallel(_size(stream)):
+        with BlockParser(project.labels, log) as parser:
+            return staging.stage_blocks(cursor, parser.blocks(stream, progress))
+    return staging.stage(cursor, iter_prediction_rows(stream, fmt, project.labels, log, progress))
+
+
 @transaction.atomic
 def predictions_import(
     *, project: Project, stream: IO[bytes], fmt: str, progress: Progress | None = None
@@ -45,9 +71,7 @@ def predictions_import(
     # On any error the transaction rolls back, and the staging table with it.
     with connection.cursor() as cursor:
         started = time.perf_counter()
-        staged = staging.stage(
-            cursor, iter_prediction_rows(stream, fmt, project.labels, log, progress)
-        )
+        staged = _stage(cursor, project, stream, fmt, log, progress)
         rows = staged.rows
         log.raise_if_any(FAILED)
         if rows == 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +382,66 @@ def test_the_shipped_examples_import_cleanly(project: Project) -> None:
             predictions_import(project=project, stream=stream, fmt=fmt)
 
     assert Item.objects.count() == 6
+
+
+# Large files on PostgreSQL are parsed by worker processes, block by block.
+
+
+@pytest.fixture
+def parallel_blocks_of_seven(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Send every file down the parallel path, in blocks of seven lines; count the blocks."""
+    from labelling.importing import parallel
+
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(parallel, "BLOCK_LINES", 7)
+    seen: list[int] = []
+    collect = parallel.BlockParser._collect
+
+    def counting(self: parallel.BlockParser, result: Any) -> parallel.Block:
+        block = collect(self, result)
+        seen.append(block.rows)
+        return block
+
+    monkeypatch.setattr(parallel.BlockParser, "_collect", counting)
+    yield seen
+
+
+@pytest.mark.needs_postgres
+def test_the_parallel_path_imports_what_the_sequential_one_does(
+    project: Project, parallel_blocks_of_seven: list[int]
+) -> None:
+    rows = [row(f"a{i}", samples=[[0.6, 0.4]] if i % 5 == 0 else None) for i in range(40)]
+    content = jsonl(*[{k: v for k, v in r.items() if v is not None} for r in rows])
+
+    result = run_import(project, content)
+    again = run_import(project, content)
+
+    assert result == ImportResult(rows=40, new_items=40, new_predictions=40, unchanged=0)
+    assert parallel_blocks_of_seven[:6] == [7, 7, 7, 7, 7, 5]
+    assert again.unchanged == 40
+    assert Prediction.objects.get(item__external_id="a5").samples == [[0.6, 0.4]]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.usefixtures("parallel_blocks_of_seven")
+def test_the_parallel_path_names_errors_by_their_line_across_blocks(project: Project) -> None:
+    rows: list[Any] = [row(f"a{i}") for i in range(30)]
+    rows[2] = "{broken"
+    rows[20] = row("a20", probabilities={"match": 0.9, "no_match": 0.9})
+
+    errors = errors_of(project, jsonl(*rows))
+
+    assert [line for line, _, _ in errors] == [3, 21]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.usefixtures("parallel_blocks_of_seven")
+def test_the_parallel_path_finds_repeats_in_different_blocks(project: Project) -> None:
+    rows = [row(f"a{i}") for i in range(20)] + [row("a1"), row("a3", payload={"other": 1})]
+
+    errors = errors_of(project, jsonl(*rows))
+
+    assert errors == [
+        (22, "payload", "external_id 'a3' already appeared on line 4 with a different payload")
+    ]
+    assert run_import(project, jsonl(*rows[:21])).unchanged == 1

@@ -346,6 +346,7 @@ def test_a_large_project_is_queued_by_a_background_job(
     engineer_api: APIClient,
     settings: Any,
     django_capture_on_commit_callbacks: Any,
+    eager_jobs: None,
 ) -> None:
     import_rows(project, [0.5, 0.52])
     settings.SYNC_QUEUE_MAX_PREDICTIONS = 1
