@@ -67,6 +67,7 @@ def predictions_import(
     """Import a prediction file; on any error raise InvalidInput and write nothing."""
     # One import per project at a time: the checks against existing rows then stay true.
     Project.objects.select_for_update().get(pk=project.pk)
+    fresh = not project.items.exists()
     log = ErrorLog()
     # On any error the transaction rolls back, and the staging table with it.
     with connection.cursor() as cursor:
@@ -83,7 +84,9 @@ def predictions_import(
             log.add(error)
         log.raise_if_any(FAILED)
         checked = time.perf_counter()
-        counts = staging.merge(cursor, project.pk, timezone.now(), may_repeat=staged.may_repeat)
+        counts = staging.merge(
+            cursor, project.pk, timezone.now(), may_repeat=staged.may_repeat, fresh=fresh
+        )
         staging.drop(cursor)
         logger.debug(
             "import into %s: %d rows; parse and stage %.2f s, checks %.2f s, merge %.2f s",
