@@ -200,6 +200,12 @@ if MTURK_ENDPOINT not in {"sandbox", "production"} and urlparse(MTURK_ENDPOINT).
 UPLOAD_DIR = env_path("QUORUM_UPLOAD_DIR", VAR_DIR / "uploads")
 # Uploads up to this size import inside the request; larger ones become a background job.
 SYNC_IMPORT_MAX_BYTES = env_int("QUORUM_SYNC_IMPORT_MAX_BYTES", 2 * 1024 * 1024)
+# How long a labeller holds an item before it goes back to the queue (renewed by a heartbeat).
+LEASE_SECONDS = env_int("QUORUM_LEASE_SECONDS", 600)
+# New labellers see this many gold checks first (where the project has gold items).
+NEW_LABELLER_GOLD = env_int("QUORUM_NEW_LABELLER_GOLD", 3)
+# Label submissions allowed per labeller (DRF throttle rate: N/second|minute|hour).
+LABEL_RATE = env_str("QUORUM_LABEL_RATE", "120/minute")
 # Projects with more predictions than this are queued by a background job.
 SYNC_QUEUE_MAX_PREDICTIONS = env_int("QUORUM_SYNC_QUEUE_MAX_PREDICTIONS", 200_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("QUORUM_MAX_JSON_BODY_BYTES", 20 * 1024 * 1024)
@@ -245,6 +251,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
+    "DEFAULT_THROTTLE_RATES": {"labels": LABEL_RATE},
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",

@@ -57,6 +57,20 @@ class Item(models.Model):
     split = models.CharField(max_length=50, blank=True, default="")
     created_at = models.DateTimeField()
     deactivated_at = models.DateTimeField(null=True, blank=True)
+
+    class State(models.TextChoices):
+        """Where an item stands in labelling; blank until it is queued or labelled."""
+
+        QUEUED = "queued"
+        COLLECTING = "collecting"
+        APPROVED = "approved"
+        ESCALATED = "escalated"
+        RESOLVED = "resolved"
+        REMOVED = "removed"
+
+    state = models.CharField(
+        max_length=20, choices=State.choices, blank=True, default="", db_default=""
+    )
     # The known answer of a gold item (import_gold); never shown to crowd labellers.
     gold_label = models.CharField(max_length=100, blank=True, default="", db_default="")
     gold_set_at = models.DateTimeField(null=True, blank=True)
@@ -160,9 +174,27 @@ class QueueEntry(models.Model):
     # Lower is more urgent: the order the policy's rules chose the items in.
     priority = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
+    # Overlap bookkeeping for leasing: the item wants `needed` labels (overlap.min, raised one at
+    # a time up to overlap.max while the labels disagree); `collecting` drops when it has enough.
+    needed = models.PositiveSmallIntegerField(default=3, db_default=3)
+    labels_count = models.PositiveSmallIntegerField(default=0, db_default=0)
+    open_leases = models.PositiveSmallIntegerField(default=0, db_default=0)
+    collecting = models.BooleanField(default=True, db_default=True)
 
     class Meta:
-        indexes = [models.Index(fields=["project", "priority"], name="queue_entry_priority")]
+        indexes = [
+            models.Index(fields=["project", "priority"], name="queue_entry_priority"),
+            models.Index(
+                fields=["project", "priority"],
+                condition=Q(collecting=True),
+                name="queue_entry_collecting",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(labels_count__lte=models.F("needed")), name="queue_entry_overlap"
+            )
+        ]
         verbose_name_plural = "queue entries"
 
     def __str__(self) -> str:
@@ -205,6 +237,82 @@ class Labeller(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.project_id}:{self.user_id or self.platform + '/' + self.worker_id}"
+
+
+class Lease(models.Model):
+    """One item lent to one labeller until it expires: the unit of crowd work."""
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        LABELLED = "labelled"
+        SKIPPED = "skipped"
+        EXPIRED = "expired"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="leases")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="leases")
+    labeller = models.ForeignKey(Labeller, on_delete=models.CASCADE, related_name="leases")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.OPEN)
+    # A hidden gold check: it does not count towards the item's overlap.
+    is_gold = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["item", "labeller"], condition=Q(state="open"), name="lease_one_open"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["labeller", "item"], name="lease_labeller_item"),
+            models.Index(
+                fields=["expires_at"], condition=Q(state="open"), name="lease_open_expiry"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"lease {self.pk} of {self.item_id} to {self.labeller_id} ({self.state})"
+
+
+class Label(models.Model):
+    """One labeller's answer for one item. Never deleted: a rejected or undone label is voided."""
+
+    class State(models.TextChoices):
+        VALID = "valid"
+        VOIDED = "voided"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels_given")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels")
+    labeller = models.ForeignKey(Labeller, on_delete=models.CASCADE, related_name="labels")
+    value = models.CharField(max_length=100)
+    # Where it came from ("web", "api", "import", …) and the import or lease batch it belongs to.
+    source = models.CharField(max_length=30, default="web")
+    batch = models.CharField(max_length=100, blank=True, default="")
+    lease = models.OneToOneField(
+        Lease, null=True, blank=True, on_delete=models.SET_NULL, related_name="label"
+    )
+    # The client's own measure of the time spent; created_at is the server's clock.
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.VALID)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    voided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    void_reason = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            # The last line of defence: no labeller ever holds two valid labels for one item.
+            models.UniqueConstraint(
+                fields=["item", "labeller"], condition=Q(state="valid"), name="label_once"
+            )
+        ]
+        indexes = [models.Index(fields=["project", "item"], name="label_project_item")]
+
+    def __str__(self) -> str:
+        return f"{self.labeller_id} says {self.value} for {self.item_id}"
 
 
 class Job(TimestampedModel):

@@ -41,6 +41,16 @@ def project_for_user(*, user: User, slug: str, roles: Collection[Role]) -> Proje
     return project
 
 
+def labeller_for(*, user: User, slug: str, roles: Collection[Role]) -> tuple[Project, Labeller]:
+    """The project and the user's labeller record in it, if they hold one of `roles`."""
+    project = project_for_user(user=user, slug=slug, roles=roles)
+    labeller = Labeller.objects.filter(project=project, user_id=int(user.pk or 0)).first()
+    if labeller is None:
+        # A superuser acting as an engineer labels under a labeller record of their own.
+        labeller = Labeller.objects.create(project=project, user=user, role=Role.ENGINEER)  # type: ignore[misc]
+    return project, labeller
+
+
 def projects_for_user(user: User) -> list[tuple[Project, Role]]:
     """Every project the user works on, with their role in it."""
     if not user.is_authenticated:

@@ -111,3 +111,51 @@ class QueueResultOutput(serializers.Serializer):
         help_text="Already queued items whose prediction under this model version falls on "
         "the other side of the threshold.",
     )
+
+
+class TaskItemOutput(serializers.Serializer):
+    """What a labeller sees of an item: its id and payload, nothing else."""
+
+    external_id = serializers.CharField()
+    payload = serializers.JSONField()
+
+
+class TaskOutput(serializers.Serializer):
+    """A leased item to label."""
+
+    lease = serializers.IntegerField(source="pk")
+    item = TaskItemOutput()
+    labels = serializers.ListField(child=serializers.CharField(), source="project.labels")
+    instructions = serializers.CharField(source="project.instructions")
+    expires_at = serializers.DateTimeField()
+
+
+class LabelInput(serializers.Serializer):
+    """An answer for a leased item."""
+
+    label = serializers.CharField(max_length=100)  # type: ignore[assignment]
+    duration_ms = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        max_value=24 * 3600 * 1000,
+        help_text="Time the labeller spent, as measured by the client.",
+    )
+
+
+class LabelOutput(serializers.Serializer):
+    """A recorded answer."""
+
+    id = serializers.IntegerField()
+    lease = serializers.IntegerField(source="lease_id")
+    label = serializers.CharField(source="value")  # type: ignore[assignment]
+    duration_ms = serializers.IntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class LeaseOutput(serializers.Serializer):
+    """A lease's state and expiry."""
+
+    lease = serializers.IntegerField(source="pk")
+    state = serializers.CharField()
+    expires_at = serializers.DateTimeField()

@@ -11,5 +11,14 @@ urlpatterns = [
         name="api-predictions-import",
     ),
     path("projects/<slug:slug>/queue", views.QueueView.as_view(), name="api-queue"),
+    path("projects/<slug:slug>/tasks/next", views.NextTaskView.as_view(), name="api-task-next"),
+    path("leases/<int:lease_id>/label", views.LabelSubmitView.as_view(), name="api-lease-label"),
+    path("leases/<int:lease_id>/skip", views.LeaseSkipView.as_view(), name="api-lease-skip"),
+    path(
+        "leases/<int:lease_id>/heartbeat",
+        views.LeaseHeartbeatView.as_view(),
+        name="api-lease-heartbeat",
+    ),
+    path("leases/<int:lease_id>/undo", views.LabelUndoView.as_view(), name="api-lease-undo"),
     path("jobs/<int:job_id>", views.JobDetailView.as_view(), name="api-job-detail"),
 ]

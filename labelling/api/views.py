@@ -13,24 +13,36 @@ from rest_framework import status
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from core.exceptions import InputError, InvalidInput
-from core.permissions import ENGINEERS
+from core.permissions import ENGINEERS, LABELLERS
 from labelling.api.serializers import (
     ERROR_SCHEMA,
     ImportResultOutput,
     JobOutput,
+    LabelInput,
+    LabelOutput,
+    LeaseOutput,
     PredictionUploadInput,
     QueueInput,
     QueueResultOutput,
+    TaskOutput,
 )
 from labelling.importing.rows import detect_format
 from labelling.models import Prediction, Project
 from labelling.policy import parse_policy
-from labelling.selectors import job_for_user, project_for_user
+from labelling.selectors import job_for_user, labeller_for, project_for_user
 from labelling.services.imports import predictions_import
 from labelling.services.jobs import job_import_start, job_queue_start
+from labelling.services.leasing import (
+    label_submit,
+    label_undo,
+    lease_next,
+    lease_renew,
+    lease_skip,
+)
 from labelling.services.queueing import queue_select
 
 
@@ -154,3 +166,83 @@ class JobDetailView(APIView):
     def get(self, request: Request, job_id: int) -> Response:
         job = job_for_user(user=request.user, job_id=job_id, roles=ENGINEERS)
         return Response(JobOutput(job).data)
+
+
+class NextTaskView(APIView):
+    """Lease the next item for this labeller: a hidden gold check at the project's rate, else the
+    most urgent item that still needs labels and that they have not labelled or skipped."""
+
+    @extend_schema(
+        operation_id="task_next",
+        responses={
+            200: TaskOutput,
+            204: OpenApiResponse(description="Nothing left for you"),
+            **ERRORS,
+        },
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project, labeller = labeller_for(user=request.user, slug=slug, roles=LABELLERS)
+        lease = lease_next(project=project, labeller=labeller)
+        if lease is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(TaskOutput(lease).data)
+
+
+class LabelSubmitView(APIView):
+    """Answer a leased item. Repeating the same call returns the first answer."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "labels"
+
+    @extend_schema(
+        operation_id="lease_label",
+        request=LabelInput,
+        responses={201: LabelOutput, 409: OpenApiResponse(ERROR_SCHEMA), **ERRORS},
+    )
+    def post(self, request: Request, lease_id: int) -> Response:
+        form = LabelInput(data=request.data)
+        form.is_valid(raise_exception=True)
+        submitted = label_submit(
+            lease_id=lease_id,
+            user=request.user,
+            value=form.validated_data["label"],
+            duration_ms=form.validated_data.get("duration_ms"),
+            source="web" if request.auth is None else "api",
+        )
+        return Response(LabelOutput(submitted.label).data, status=status.HTTP_201_CREATED)
+
+
+class LeaseSkipView(APIView):
+    """Give the item back; it is not offered to this labeller again."""
+
+    @extend_schema(
+        operation_id="lease_skip",
+        request=None,
+        responses={200: LeaseOutput, 409: OpenApiResponse(ERROR_SCHEMA), **ERRORS},
+    )
+    def post(self, request: Request, lease_id: int) -> Response:
+        return Response(LeaseOutput(lease_skip(lease_id=lease_id, user=request.user)).data)
+
+
+class LeaseHeartbeatView(APIView):
+    """Keep a lease open while the labeller works on it."""
+
+    @extend_schema(
+        operation_id="lease_heartbeat",
+        request=None,
+        responses={200: LeaseOutput, 409: OpenApiResponse(ERROR_SCHEMA), **ERRORS},
+    )
+    def post(self, request: Request, lease_id: int) -> Response:
+        return Response(LeaseOutput(lease_renew(lease_id=lease_id, user=request.user)).data)
+
+
+class LabelUndoView(APIView):
+    """Take back the answer given on this lease while it is still open; the lease reopens."""
+
+    @extend_schema(
+        operation_id="lease_undo",
+        request=None,
+        responses={200: TaskOutput, 409: OpenApiResponse(ERROR_SCHEMA), **ERRORS},
+    )
+    def post(self, request: Request, lease_id: int) -> Response:
+        return Response(TaskOutput(label_undo(lease_id=lease_id, user=request.user)).data)

@@ -222,10 +222,14 @@ def _store_entries(
                 policy=policy,
                 model_version=model_version,
                 priority=last + position + 1,
+                needed=project.overlap_min,
             )
             for position, (item_id, rule, score) in enumerate(
                 zip(item_ids, picked.rule_index, picked.scores, strict=True)
             )
         ),
         batch_size=5000,
+    )
+    Item.objects.filter(project=project, state="", queue_entry__isnull=False).update(
+        state=Item.State.QUEUED
     )

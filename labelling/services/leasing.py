@@ -1,0 +1,275 @@
+"""Crowd work: lending items to labellers, taking their answers, and the overlap rule.
+
+Leasing is safe under concurrency: on PostgreSQL the next queue entry is taken with
+`SELECT … FOR UPDATE SKIP LOCKED`, so concurrent labellers never wait on each other; on SQLite
+every write transaction holds the database lock. Unique constraints (one open lease and one valid
+label per item and labeller, never more labels than `needed`) are the last line of defence.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core.exceptions import Conflict, InputError, InvalidInput, NotFound
+from labelling.models import Item, Label, Labeller, Lease, Project, QueueEntry
+
+ITEM, ENTRY, LEASE = (m._meta.db_table for m in (Item, QueueEntry, Lease))
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A recorded answer, and whether this call recorded it (False: a repeat of the same call)."""
+
+    label: Label
+    created: bool
+
+
+def _lease_seconds() -> int:
+    return int(settings.LEASE_SECONDS)
+
+
+def _next_entry_id(project: Project, labeller: Labeller) -> int | None:
+    """The most urgent queue entry still wanting a label this labeller has not given or skipped."""
+    lock = " FOR UPDATE OF q SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT q.id FROM {ENTRY} q JOIN {ITEM} i ON i.id = q.item_id "
+            f"WHERE q.project_id = %s AND q.collecting "
+            f"AND q.labels_count + q.open_leases < q.needed "
+            f"AND i.gold_label = '' AND i.deactivated_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
+            f"{LEASE} l WHERE l.item_id = q.item_id AND l.labeller_id = %s "
+            f"AND l.state <> 'expired') ORDER BY q.priority LIMIT 1{lock}",
+            [project.pk, labeller.pk],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _gold_item(project: Project, labeller: Labeller) -> Item | None:
+    """A gold item this labeller has not seen, chosen at random among the first few hundred."""
+    seen = Lease.objects.filter(labeller=labeller).values("item_id")
+    candidates = list(
+        Item.objects.filter(project=project, deactivated_at__isnull=True)
+        .exclude(gold_label="")
+        .exclude(pk__in=seen)
+        .values_list("pk", flat=True)[:200]
+    )
+    return Item.objects.get(pk=random.choice(candidates)) if candidates else None
+
+
+def _wants_gold(project: Project, labeller: Labeller) -> bool:
+    """New labellers start with a few gold checks; after that, a gold_rate share of their work."""
+    done = Lease.objects.filter(labeller=labeller).exclude(state=Lease.State.EXPIRED).count()
+    if done < settings.NEW_LABELLER_GOLD:
+        return True
+    return random.random() < project.gold_rate
+
+
+def _open_lease(project: Project, labeller: Labeller, item_id: int, *, is_gold: bool) -> Lease:
+    return Lease.objects.create(
+        project=project,
+        item_id=item_id,
+        labeller=labeller,
+        is_gold=is_gold,
+        expires_at=timezone.now() + timedelta(seconds=_lease_seconds()),
+    )
+
+
+@transaction.atomic
+def lease_next(*, project: Project, labeller: Labeller) -> Lease | None:
+    """Lend the labeller their next item: a gold check at the gold rate, else the most urgent."""
+    if labeller.status != Labeller.Status.ACTIVE:
+        raise Conflict(
+            f"your work on this project is {labeller.status}; ask the project's engineer"
+        )
+    leases_expire(project=project)
+    open_lease = Lease.objects.filter(
+        labeller=labeller, state=Lease.State.OPEN, expires_at__gt=timezone.now()
+    ).first()
+    if open_lease is not None:
+        # One item at a time: a reload of the page gets the same item back.
+        return open_lease
+    if _wants_gold(project, labeller) and (gold := _gold_item(project, labeller)) is not None:
+        return _open_lease(project, labeller, gold.pk, is_gold=True)
+    entry_id = _next_entry_id(project, labeller)
+    if entry_id is None:
+        return None
+    entry = QueueEntry.objects.get(pk=entry_id)
+    QueueEntry.objects.filter(pk=entry_id).update(open_leases=F("open_leases") + 1)
+    Item.objects.filter(pk=entry.item_id, state=Item.State.QUEUED).update(
+        state=Item.State.COLLECTING
+    )
+    return _open_lease(project, labeller, entry.item_id, is_gold=False)
+
+
+def _lease_for(lease_id: int, user: Any) -> Lease:
+    """The user's lease, locked; someone else's lease is not found."""
+    lease = (
+        Lease.objects.select_for_update()
+        .select_related("project", "labeller")
+        .filter(pk=lease_id, labeller__user=user, labeller__user__isnull=False)
+        .first()
+    )
+    if lease is None:
+        raise NotFound("lease not found")
+    return lease
+
+
+def _check_open(lease: Lease) -> None:
+    if lease.state == Lease.State.EXPIRED or (
+        lease.state == Lease.State.OPEN and lease.expires_at <= timezone.now()
+    ):
+        raise Conflict(
+            "this lease has expired: the item went back to the queue; ask for the next one"
+        )
+    if lease.state != Lease.State.OPEN:
+        raise Conflict(f"this lease is already {lease.state}")
+
+
+def _release(lease: Lease) -> None:
+    """Give back the lease's place in its item's overlap (gold checks hold none)."""
+    if not lease.is_gold:
+        QueueEntry.objects.filter(item_id=lease.item_id).update(open_leases=F("open_leases") - 1)
+
+
+def _agreement(item_id: int) -> float:
+    """The share of the item's valid labels that agree with the most common one."""
+    values = Label.objects.filter(item_id=item_id, state=Label.State.VALID).values_list(
+        "value", flat=True
+    )
+    counts = Counter(values)
+    return max(counts.values()) / sum(counts.values()) if counts else 0.0
+
+
+def _after_label(project: Project, item_id: int) -> None:
+    """The overlap rule: ask for one more label while the labels disagree, up to overlap.max."""
+    QueueEntry.objects.filter(item_id=item_id).update(labels_count=F("labels_count") + 1)
+    entry = QueueEntry.objects.filter(item_id=item_id).first()
+    if entry is None or entry.labels_count < entry.needed:
+        return
+    agreement = _agreement(item_id)
+    if agreement < project.target_confidence and entry.needed < project.overlap_max:
+        QueueEntry.objects.filter(pk=entry.pk).update(needed=F("needed") + 1)
+        return
+    # Until consensus is computed from labeller reliability, agreement stands in for it.
+    settled = agreement >= project.target_confidence
+    QueueEntry.objects.filter(pk=entry.pk).update(collecting=False)
+    Item.objects.filter(pk=item_id).update(
+        state=Item.State.APPROVED if settled else Item.State.ESCALATED
+    )
+
+
+def _check_value(project: Project, value: Any) -> str:
+    if not isinstance(value, str) or value not in project.labels:
+        raise InvalidInput(
+            "invalid label",
+            errors=[
+                InputError(
+                    f"{value!r} is not one of the project's labels: {', '.join(project.labels)}",
+                    field="label",
+                )
+            ],
+        )
+    return value
+
+
+@transaction.atomic
+def label_submit(
+    *, lease_id: int, user: Any, value: Any, duration_ms: int | None, source: str = "web"
+) -> Submitted:
+    """Record the lease holder's answer; a repeat of the same call returns the first answer."""
+    lease = _lease_for(lease_id, user)
+    if lease.state == Lease.State.LABELLED:
+        return Submitted(label=Label.objects.get(lease=lease), created=False)
+    _check_open(lease)
+    label = Label.objects.create(
+        project=lease.project,
+        item_id=lease.item_id,
+        labeller=lease.labeller,
+        value=_check_value(lease.project, value),
+        source=source,
+        batch=f"lease-{timezone.now():%Y%m%d}",
+        lease=lease,
+        duration_ms=duration_ms,
+    )
+    lease.state, lease.closed_at = Lease.State.LABELLED, timezone.now()
+    lease.save(update_fields=["state", "closed_at"])
+    _release(lease)
+    if not lease.is_gold:
+        _after_label(lease.project, lease.item_id)
+    return Submitted(label=label, created=True)
+
+
+@transaction.atomic
+def lease_skip(*, lease_id: int, user: Any) -> Lease:
+    """Give the item back; it is not offered to this labeller again."""
+    lease = _lease_for(lease_id, user)
+    if lease.state == Lease.State.SKIPPED:
+        return lease
+    _check_open(lease)
+    lease.state, lease.closed_at = Lease.State.SKIPPED, timezone.now()
+    lease.save(update_fields=["state", "closed_at"])
+    _release(lease)
+    return lease
+
+
+@transaction.atomic
+def lease_renew(*, lease_id: int, user: Any) -> Lease:
+    """Extend an open lease (a heartbeat from the labelling page)."""
+    lease = _lease_for(lease_id, user)
+    _check_open(lease)
+    lease.expires_at = timezone.now() + timedelta(seconds=_lease_seconds())
+    lease.save(update_fields=["expires_at"])
+    return lease
+
+
+@transaction.atomic
+def label_undo(*, lease_id: int, user: Any) -> Lease:
+    """Take back the last answer while the item is still this labeller's: the lease reopens."""
+    lease = _lease_for(lease_id, user)
+    if lease.state != Lease.State.LABELLED or lease.expires_at <= timezone.now():
+        raise Conflict("only an answer whose lease has not expired can be undone")
+    entry = QueueEntry.objects.filter(item_id=lease.item_id).first()
+    if not lease.is_gold and entry is not None and not entry.collecting:
+        raise Conflict("the item already has all its labels; the answer can no longer be undone")
+    Label.objects.filter(lease=lease).update(
+        state=Label.State.VOIDED,
+        voided_at=timezone.now(),
+        voided_by=user,
+        void_reason="undone by the labeller",
+        lease=None,
+    )
+    lease.state, lease.closed_at = Lease.State.OPEN, None
+    lease.save(update_fields=["state", "closed_at"])
+    if not lease.is_gold:
+        QueueEntry.objects.filter(item_id=lease.item_id).update(
+            labels_count=F("labels_count") - 1, open_leases=F("open_leases") + 1
+        )
+    return lease
+
+
+@transaction.atomic
+def leases_expire(*, project: Project | None = None, now: Any = None) -> int:
+    """Close the open leases past their expiry and give their items back; return how many."""
+    now = now or timezone.now()
+    due = Lease.objects.filter(state=Lease.State.OPEN, expires_at__lte=now)
+    if project is not None:
+        due = due.filter(project=project)
+    # Another request expiring the same leases holds their locks: skip them, it does the work.
+    skip = connection.vendor == "postgresql"
+    expired = list(due.select_for_update(skip_locked=skip).values_list("pk", "item_id", "is_gold"))
+    Lease.objects.filter(pk__in=[pk for pk, _, _ in expired]).update(
+        state=Lease.State.EXPIRED, closed_at=now
+    )
+    for item_id, n in Counter(item for _, item, gold in expired if not gold).items():
+        QueueEntry.objects.filter(item_id=item_id).update(open_leases=F("open_leases") - n)
+    return len(expired)
