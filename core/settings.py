@@ -163,6 +163,7 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "resend-queued-jobs": {"task": "labelling.resend_queued_jobs", "schedule": 60.0},
+    "expire-leases": {"task": "labelling.expire_leases", "schedule": 30.0},
 }
 # A web request must not hang when Redis is down: fail the publish fast and let the caller
 # record that the job still waits to be sent.

@@ -315,6 +315,24 @@ class Label(models.Model):
         return f"{self.labeller_id} says {self.value} for {self.item_id}"
 
 
+class Invitation(models.Model):
+    """A sign-up link an engineer hands to new crowd labellers of a project."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations")
+    token = models.CharField(max_length=64, unique=True)
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.CROWD)
+    max_uses = models.PositiveIntegerField(default=100)
+    uses = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"invitation to {self.project_id} ({self.uses}/{self.max_uses})"
+
+
 class Job(TimestampedModel):
     """A background job (an import, a release…) and the progress it reports."""
 

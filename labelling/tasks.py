@@ -13,6 +13,14 @@ def run_job(job_id: int) -> None:
     jobs.job_run(job_id=job_id)
 
 
+@shared_task(name="labelling.expire_leases", acks_late=True)
+def expire_leases() -> int:
+    """Give the items of expired leases back to the queue."""
+    from labelling.services.leasing import leases_expire
+
+    return leases_expire()
+
+
 @shared_task(name="labelling.resend_queued_jobs")
 def resend_queued_jobs() -> int:
     """Send again the jobs that never reached a worker."""

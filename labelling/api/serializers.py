@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from labelling.importing.rows import FORMATS
@@ -159,3 +161,24 @@ class LeaseOutput(serializers.Serializer):
     lease = serializers.IntegerField(source="pk")
     state = serializers.CharField()
     expires_at = serializers.DateTimeField()
+
+
+class InvitationInput(serializers.Serializer):
+    """A sign-up link to create."""
+
+    role = serializers.ChoiceField(choices=["crowd", "expert"], default="crowd")
+    max_uses = serializers.IntegerField(default=100, min_value=1, max_value=100_000)
+    days = serializers.IntegerField(default=14, min_value=1, max_value=365)
+
+
+class InvitationOutput(serializers.Serializer):
+    """A sign-up link: hand its URL to the people who should join."""
+
+    url = serializers.SerializerMethodField()
+    role = serializers.CharField()
+    max_uses = serializers.IntegerField()
+    uses = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+
+    def get_url(self, invitation: Any) -> str:
+        return f"/join/{invitation.token}/"

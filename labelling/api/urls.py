@@ -20,5 +20,10 @@ urlpatterns = [
         name="api-lease-heartbeat",
     ),
     path("leases/<int:lease_id>/undo", views.LabelUndoView.as_view(), name="api-lease-undo"),
+    path(
+        "projects/<slug:slug>/invitations",
+        views.InvitationCreateView.as_view(),
+        name="api-invitation-create",
+    ),
     path("jobs/<int:job_id>", views.JobDetailView.as_view(), name="api-job-detail"),
 ]

@@ -21,6 +21,8 @@ from core.permissions import ENGINEERS, LABELLERS
 from labelling.api.serializers import (
     ERROR_SCHEMA,
     ImportResultOutput,
+    InvitationInput,
+    InvitationOutput,
     JobOutput,
     LabelInput,
     LabelOutput,
@@ -35,6 +37,7 @@ from labelling.models import Prediction, Project
 from labelling.policy import parse_policy
 from labelling.selectors import job_for_user, labeller_for, project_for_user
 from labelling.services.imports import predictions_import
+from labelling.services.invitations import invitation_create
 from labelling.services.jobs import job_import_start, job_queue_start
 from labelling.services.leasing import (
     label_submit,
@@ -246,3 +249,19 @@ class LabelUndoView(APIView):
     )
     def post(self, request: Request, lease_id: int) -> Response:
         return Response(TaskOutput(label_undo(lease_id=lease_id, user=request.user)).data)
+
+
+class InvitationCreateView(APIView):
+    """Create a sign-up link that makes whoever follows it a labeller of the project."""
+
+    @extend_schema(
+        operation_id="invitation_create",
+        request=InvitationInput,
+        responses={201: InvitationOutput, **ERRORS},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_user(user=request.user, slug=slug, roles=ENGINEERS)
+        form = InvitationInput(data=request.data)
+        form.is_valid(raise_exception=True)
+        invitation = invitation_create(project=project, user=request.user, **form.validated_data)
+        return Response(InvitationOutput(invitation).data, status=status.HTTP_201_CREATED)

@@ -13,7 +13,8 @@ from core.permissions import Role
 from labelling.models import Labeller, Project
 
 
-def _check_username(username: str) -> None:
+def check_username(username: str) -> None:
+    """Refuse a username Django would not accept, naming the field."""
     try:
         UnicodeUsernameValidator()(username)
     except ValidationError:
@@ -35,7 +36,7 @@ def labeller_create(*, project: Project, username: str, role: str) -> tuple[Labe
             "invalid role",
             errors=[InputError(f"must be one of {', '.join(Role.values)}", field="role")],
         )
-    _check_username(username)
+    check_username(username)
     user, created = get_user_model().objects.get_or_create(username=username)
     if created:
         user.set_unusable_password()
