@@ -44,6 +44,17 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
 
 
+def env_float(name: str, default: float) -> float:
+    """A number variable."""
+    raw = env_str(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     """A comma-separated list variable."""
     raw = env_str(name)
@@ -164,6 +175,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "resend-queued-jobs": {"task": "labelling.resend_queued_jobs", "schedule": 60.0},
     "expire-leases": {"task": "labelling.expire_leases", "schedule": 30.0},
+    "aggregate-stale-projects": {"task": "labelling.aggregate_stale_projects", "schedule": 300.0},
 }
 # A web request must not hang when Redis is down: fail the publish fast and let the caller
 # record that the job still waits to be sent.
@@ -207,6 +219,16 @@ LEASE_SECONDS = env_int("QUORUM_LEASE_SECONDS", 600)
 NEW_LABELLER_GOLD = env_int("QUORUM_NEW_LABELLER_GOLD", 3)
 # Label submissions allowed per labeller (DRF throttle rate: N/second|minute|hour).
 LABEL_RATE = env_str("QUORUM_LABEL_RATE", "120/minute")
+# Consensus is recomputed this many seconds after labels arrive (one run per burst); with
+# in-process jobs, at once for projects of at most INLINE_CONSENSUS_MAX_LABELS labels.
+CONSENSUS_DEBOUNCE_SECONDS = env_int("QUORUM_CONSENSUS_DEBOUNCE_SECONDS", 10)
+INLINE_CONSENSUS_MAX_LABELS = env_int("QUORUM_INLINE_CONSENSUS_MAX_LABELS", 20_000)
+# Dawid-Skene needs a median of this many labels per labeller; below, smoothed vote shares.
+DAWID_SKENE_MIN_LABELS = env_int("QUORUM_DAWID_SKENE_MIN_LABELS", 20)
+# The accuracy assumed of every labeller until Dawid-Skene can estimate it.
+ASSUMED_LABELLER_ACCURACY = env_float("QUORUM_ASSUMED_LABELLER_ACCURACY", 0.8)
+if not 0.5 < ASSUMED_LABELLER_ACCURACY < 1:
+    raise ImproperlyConfigured("QUORUM_ASSUMED_LABELLER_ACCURACY must be between 0.5 and 1")
 # Projects with more predictions than this are queued by a background job.
 SYNC_QUEUE_MAX_PREDICTIONS = env_int("QUORUM_SYNC_QUEUE_MAX_PREDICTIONS", 200_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("QUORUM_MAX_JSON_BODY_BYTES", 20 * 1024 * 1024)

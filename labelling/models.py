@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from core.models import TimestampedModel
 from core.permissions import Role
@@ -219,6 +220,14 @@ class Labeller(TimestampedModel):
     worker_id = models.CharField(max_length=255, blank=True, default="")
     role = models.CharField(max_length=20, choices=Role.choices, default=Role.CROWD)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    # Reliability figures from the last aggregation (see labelling/numerics/reliability.py).
+    n_labels = models.PositiveIntegerField(default=0, db_default=0)
+    accuracy = models.FloatField(null=True, blank=True)
+    gold_accuracy = models.FloatField(null=True, blank=True)
+    gold_answers = models.PositiveIntegerField(default=0, db_default=0)
+    agreement = models.FloatField(null=True, blank=True)
+    flags = models.JSONField(default=list, blank=True)
+    reliability_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -292,9 +301,10 @@ class Label(models.Model):
     lease = models.OneToOneField(
         Lease, null=True, blank=True, on_delete=models.SET_NULL, related_name="label"
     )
-    # The client's own measure of the time spent; created_at is the server's clock.
+    # The client's own measure of the time spent; created_at is the server's clock (or, for
+    # imported labels, the time the file gives).
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now)
     state = models.CharField(max_length=20, choices=State.choices, default=State.VALID)
     voided_at = models.DateTimeField(null=True, blank=True)
     voided_by = models.ForeignKey(
@@ -313,6 +323,86 @@ class Label(models.Model):
 
     def __str__(self) -> str:
         return f"{self.labeller_id} says {self.value} for {self.item_id}"
+
+
+class Consensus(models.Model):
+    """The crowd's answer for an item, from the last aggregation."""
+
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="consensus")
+    label = models.CharField(max_length=100)
+    # Posterior probability of the label (Dawid-Skene), and the posterior over all labels.
+    confidence = models.FloatField()
+    posterior = models.JSONField(default=list)
+    # Share of label pairs on the item that agree.
+    agreement = models.FloatField(null=True, blank=True)
+    method = models.CharField(max_length=30, default="dawid-skene")
+    n_labels = models.PositiveSmallIntegerField()
+    computed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.item_id}: {self.label} ({self.confidence:.2f})"
+
+
+class Escalation(models.Model):
+    """An item the crowd could not settle, waiting for an expert."""
+
+    class Reason(models.TextChoices):
+        LOW_CONFIDENCE = "low_confidence"
+        GOLD_CONFLICT = "gold_conflict"
+        AUDIT = "audit"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="escalations")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="escalations")
+    reason = models.CharField(max_length=30, choices=Reason.choices)
+    # Higher is more urgent.
+    priority = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    resolution = models.CharField(max_length=100, blank=True, default="")
+    note = models.TextField(blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["item"], condition=Q(resolved_at__isnull=True), name="escalation_one_open"
+            )
+        ]
+        indexes = [models.Index(fields=["project", "-priority"], name="escalation_priority")]
+
+    def __str__(self) -> str:
+        return f"{self.item_id} ({self.reason})"
+
+
+class LabellerDecision(models.Model):
+    """The audit log of decisions about labellers: pauses, approvals, rejections, blocks."""
+
+    class Kind(models.TextChoices):
+        PAUSE = "pause"
+        APPROVE = "approve"
+        REJECT = "reject"
+        BLOCK = "block"
+
+    labeller = models.ForeignKey(Labeller, on_delete=models.CASCADE, related_name="decisions")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Blank for all of the labeller's work, else one batch of it.
+    batch = models.CharField(max_length=100, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    labels_voided = models.PositiveIntegerField(default=0)
+    items_reopened = models.PositiveIntegerField(default=0)
+    # None when the system decided (an automatic pause by a detector).
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.labeller_id}"
 
 
 class Invitation(models.Model):

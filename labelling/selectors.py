@@ -51,6 +51,15 @@ def labeller_for(*, user: User, slug: str, roles: Collection[Role]) -> tuple[Pro
     return project, labeller
 
 
+def labeller_managed_by(*, user: User, labeller_id: int) -> Labeller:
+    """A labeller, if the user is an engineer of the labeller's project."""
+    labeller = Labeller.objects.select_related("project", "user").filter(pk=labeller_id).first()
+    if labeller is None:
+        raise NotFound("labeller not found")
+    check_role(project_role(user, labeller.project), {Role.ENGINEER}, "labeller")
+    return labeller
+
+
 def projects_for_user(user: User) -> list[tuple[Project, Role]]:
     """Every project the user works on, with their role in it."""
     if not user.is_authenticated:

@@ -21,6 +21,22 @@ def expire_leases() -> int:
     return leases_expire()
 
 
+@shared_task(name="labelling.aggregate_project", acks_late=True)
+def aggregate_project(project_id: int) -> None:
+    """Recompute a project's consensus, item states and labeller reliability."""
+    from labelling.services.consensus import consensus_run
+
+    consensus_run(project_id=project_id)
+
+
+@shared_task(name="labelling.aggregate_stale_projects")
+def aggregate_stale_projects() -> int:
+    """Recompute the projects whose labels changed since their last consensus."""
+    from labelling.services.consensus import consensus_catch_up
+
+    return consensus_catch_up()
+
+
 @shared_task(name="labelling.resend_queued_jobs")
 def resend_queued_jobs() -> int:
     """Send again the jobs that never reached a worker."""

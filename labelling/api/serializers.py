@@ -182,3 +182,29 @@ class InvitationOutput(serializers.Serializer):
 
     def get_url(self, invitation: Any) -> str:
         return f"/join/{invitation.token}/"
+
+
+class DecisionInput(serializers.Serializer):
+    """A decision about a labeller: why, and for a rejection optionally one batch only."""
+
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    batch = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=100,
+        default="",
+        help_text="Reject only this batch of the labeller's labels (blank: all of them).",
+    )
+
+
+class DecisionOutput(serializers.Serializer):
+    """A recorded decision about a labeller."""
+
+    labeller = serializers.IntegerField(source="labeller_id")
+    status = serializers.CharField(source="labeller.status")
+    kind = serializers.CharField()
+    batch = serializers.CharField()
+    reason = serializers.CharField()
+    labels_voided = serializers.IntegerField()
+    items_reopened = serializers.IntegerField()
+    created_at = serializers.DateTimeField()

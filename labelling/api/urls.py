@@ -25,5 +25,20 @@ urlpatterns = [
         views.InvitationCreateView.as_view(),
         name="api-invitation-create",
     ),
+    path(
+        "labellers/<int:labeller_id>/reject",
+        views.LabellerRejectView.as_view(),
+        name="api-labeller-reject",
+    ),
+    path(
+        "labellers/<int:labeller_id>/approve",
+        views.LabellerApproveView.as_view(),
+        name="api-labeller-approve",
+    ),
+    path(
+        "labellers/<int:labeller_id>/block",
+        views.LabellerBlockView.as_view(),
+        name="api-labeller-block",
+    ),
     path("jobs/<int:job_id>", views.JobDetailView.as_view(), name="api-job-detail"),
 ]

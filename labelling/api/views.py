@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -20,6 +21,8 @@ from core.exceptions import InputError, InvalidInput
 from core.permissions import ENGINEERS, LABELLERS
 from labelling.api.serializers import (
     ERROR_SCHEMA,
+    DecisionInput,
+    DecisionOutput,
     ImportResultOutput,
     InvitationInput,
     InvitationOutput,
@@ -35,10 +38,16 @@ from labelling.api.serializers import (
 from labelling.importing.rows import detect_format
 from labelling.models import Prediction, Project
 from labelling.policy import parse_policy
-from labelling.selectors import job_for_user, labeller_for, project_for_user
+from labelling.selectors import (
+    job_for_user,
+    labeller_for,
+    labeller_managed_by,
+    project_for_user,
+)
 from labelling.services.imports import predictions_import
 from labelling.services.invitations import invitation_create
 from labelling.services.jobs import job_import_start, job_queue_start
+from labelling.services.labellers import labeller_approve, labeller_block, labeller_reject
 from labelling.services.leasing import (
     label_submit,
     label_undo,
@@ -265,3 +274,64 @@ class InvitationCreateView(APIView):
         form.is_valid(raise_exception=True)
         invitation = invitation_create(project=project, user=request.user, **form.validated_data)
         return Response(InvitationOutput(invitation).data, status=status.HTTP_201_CREATED)
+
+
+class LabellerDecisionView(APIView):
+    """Base of the engineer's decisions about a labeller; each is kept in an audit log."""
+
+    def decide(self, request: Request, labeller_id: int) -> Response:
+        labeller = labeller_managed_by(user=request.user, labeller_id=labeller_id)
+        form = DecisionInput(data=request.data)
+        form.is_valid(raise_exception=True)
+        decision = self.apply(labeller, request.user, form.validated_data)
+        return Response(DecisionOutput(decision).data)
+
+    def apply(self, labeller: Any, user: Any, data: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+class LabellerRejectView(LabellerDecisionView):
+    """Void the labeller's labels (all, or one batch), re-open the affected items, recompute."""
+
+    @extend_schema(
+        operation_id="labeller_reject",
+        request=DecisionInput,
+        responses={200: DecisionOutput, **ERRORS},
+    )
+    def post(self, request: Request, labeller_id: int) -> Response:
+        return self.decide(request, labeller_id)
+
+    def apply(self, labeller: Any, user: Any, data: dict[str, Any]) -> Any:
+        return labeller_reject(
+            labeller=labeller, user=user, reason=data["reason"], batch=data["batch"]
+        )
+
+
+class LabellerApproveView(LabellerDecisionView):
+    """Let a paused labeller work again."""
+
+    @extend_schema(
+        operation_id="labeller_approve",
+        request=DecisionInput,
+        responses={200: DecisionOutput, 409: OpenApiResponse(ERROR_SCHEMA), **ERRORS},
+    )
+    def post(self, request: Request, labeller_id: int) -> Response:
+        return self.decide(request, labeller_id)
+
+    def apply(self, labeller: Any, user: Any, data: dict[str, Any]) -> Any:
+        return labeller_approve(labeller=labeller, user=user, reason=data["reason"])
+
+
+class LabellerBlockView(LabellerDecisionView):
+    """Stop all future work of the labeller in the project."""
+
+    @extend_schema(
+        operation_id="labeller_block",
+        request=DecisionInput,
+        responses={200: DecisionOutput, **ERRORS},
+    )
+    def post(self, request: Request, labeller_id: int) -> Response:
+        return self.decide(request, labeller_id)
+
+    def apply(self, labeller: Any, user: Any, data: dict[str, Any]) -> Any:
+        return labeller_block(labeller=labeller, user=user, reason=data["reason"])

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from core.exceptions import InputError, InvalidInput
+from core.exceptions import Conflict, InputError, InvalidInput
 from core.permissions import Role
-from labelling.models import Labeller, Project
+from labelling.models import Label, Labeller, LabellerDecision, Lease, Project
 
 
 def check_username(username: str) -> None:
@@ -46,3 +49,72 @@ def labeller_create(*, project: Project, username: str, role: str) -> tuple[Labe
     )
     token, _ = Token.objects.get_or_create(user=user)
     return labeller, token.key
+
+
+def _decide(
+    labeller: Labeller, kind: str, user: Any, reason: str, **counts: int
+) -> LabellerDecision:
+    return LabellerDecision.objects.create(
+        labeller=labeller,
+        kind=kind,
+        reason=reason[:2000],
+        decided_by=user if getattr(user, "is_authenticated", False) else None,
+        **counts,
+    )
+
+
+@transaction.atomic
+def labeller_reject(
+    *, labeller: Labeller, user: Any, reason: str = "", batch: str = ""
+) -> LabellerDecision:
+    """Void the labeller's labels (all, or one batch), re-open the affected items, recompute."""
+    from labelling.services.consensus import consensus_compute
+    from labelling.services.leasing import entries_reopen
+
+    labels = Label.objects.filter(labeller=labeller, state=Label.State.VALID)
+    if batch:
+        if not labels.filter(batch=batch).exists():
+            raise InvalidInput(
+                "nothing to reject",
+                errors=[
+                    InputError(f"the labeller has no valid labels in {batch!r}", field="batch")
+                ],
+            )
+        labels = labels.filter(batch=batch)
+    item_ids = sorted(set(labels.values_list("item_id", flat=True)))
+    voided = labels.update(
+        state=Label.State.VOIDED,
+        voided_at=timezone.now(),
+        voided_by=user if getattr(user, "is_authenticated", False) else None,
+        void_reason=f"labeller rejected: {reason}"[:200],
+    )
+    if not batch:
+        labeller.status = Labeller.Status.REJECTED
+        labeller.save(update_fields=["status", "updated_at"])
+    reopened = entries_reopen(project=labeller.project, item_ids=item_ids)
+    consensus_compute(project=labeller.project)
+    return _decide(
+        labeller, LabellerDecision.Kind.REJECT, user, reason,
+        labels_voided=voided, items_reopened=reopened,
+    )  # fmt: skip
+
+
+@transaction.atomic
+def labeller_approve(*, labeller: Labeller, user: Any, reason: str = "") -> LabellerDecision:
+    """Clear a pause: the labeller works again and their flags are accepted as they are."""
+    if labeller.status in (Labeller.Status.REJECTED, Labeller.Status.BLOCKED):
+        raise Conflict(f"the labeller is {labeller.status}; that decision is final")
+    labeller.status = Labeller.Status.ACTIVE
+    labeller.save(update_fields=["status", "updated_at"])
+    return _decide(labeller, LabellerDecision.Kind.APPROVE, user, reason)
+
+
+@transaction.atomic
+def labeller_block(*, labeller: Labeller, user: Any, reason: str = "") -> LabellerDecision:
+    """Stop all future work of the labeller in the project (their past labels stay as they are)."""
+    labeller.status = Labeller.Status.BLOCKED
+    labeller.save(update_fields=["status", "updated_at"])
+    Lease.objects.filter(labeller=labeller, state=Lease.State.OPEN).update(
+        expires_at=timezone.now()
+    )
+    return _decide(labeller, LabellerDecision.Kind.BLOCK, user, reason)

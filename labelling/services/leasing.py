@@ -16,11 +16,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Count, F, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from core.exceptions import Conflict, InputError, InvalidInput, NotFound
 from labelling.models import Item, Label, Labeller, Lease, Project, QueueEntry
+from labelling.services.consensus import consensus_schedule
 
 ITEM, ENTRY, LEASE = (m._meta.db_table for m in (Item, QueueEntry, Lease))
 
@@ -206,6 +208,8 @@ def label_submit(
     _release(lease)
     if not lease.is_gold:
         _after_label(lease.project, lease.item_id)
+    project_id = lease.project_id
+    transaction.on_commit(lambda: consensus_schedule(project_id=project_id))
     return Submitted(label=label, created=True)
 
 
@@ -273,3 +277,37 @@ def leases_expire(*, project: Project | None = None, now: Any = None) -> int:
     for item_id, n in Counter(item for _, item, gold in expired if not gold).items():
         QueueEntry.objects.filter(item_id=item_id).update(open_leases=F("open_leases") - n)
     return len(expired)
+
+
+def _chunks(ids: list[int], size: int = 2000) -> list[list[int]]:
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+
+def entries_recount(*, item_ids: list[int]) -> None:
+    """Bring the queue entries' label counts in line with their items' valid labels."""
+    valid = (
+        Label.objects.filter(item_id=OuterRef("item_id"), state=Label.State.VALID)
+        .values("item_id")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    count = Coalesce(Subquery(valid), Value(0))
+    for chunk in _chunks(item_ids):
+        # One statement, so that the count never passes `needed` even for a moment.
+        QueueEntry.objects.filter(item_id__in=chunk).update(
+            labels_count=count, needed=Greatest(F("needed"), count)
+        )
+
+
+def entries_reopen(*, project: Project, item_ids: list[int]) -> int:
+    """Send items whose labels were voided back to collecting; return how many were re-opened."""
+    entries_recount(item_ids=item_ids)
+    reopened = 0
+    for chunk in _chunks(item_ids):
+        reopened += (
+            Item.objects.filter(pk__in=chunk)
+            .exclude(state__in=[Item.State.RESOLVED, Item.State.REMOVED])
+            .update(state=Item.State.COLLECTING)
+        )
+        QueueEntry.objects.filter(item_id__in=chunk).update(collecting=True)
+    return reopened

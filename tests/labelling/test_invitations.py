@@ -1,4 +1,4 @@
-"""Sign-up links: engineers invite labellers; a link makes accounts until it expires or is used up."""
+"""Sign-up links: engineers invite labellers; a link makes accounts until expired or used up."""
 
 from __future__ import annotations
 

@@ -15,9 +15,11 @@ from core.permissions import Role
 from labelling.management.base import QuorumCommand
 from labelling.models import Project
 from labelling.policy import parse_policy
+from labelling.services.consensus import consensus_compute
 from labelling.services.gold import gold_import
 from labelling.services.imports import predictions_import
 from labelling.services.labellers import labeller_create
+from labelling.services.labels import labels_import
 from labelling.services.projects import project_create_or_update
 from labelling.services.queueing import queue_select
 from labelling.spec import parse_spec
@@ -53,9 +55,15 @@ class Command(QuorumCommand):
             gold = gold_import(project=project, stream=stream, fmt="jsonl")
         policy = parse_policy(self.read_json(str(DEMO_DIR / "policy.json")))
         queued = queue_select(project=project, policy=policy)
+        with open(DEMO_DIR / "crowd_labels.jsonl", "rb") as stream:
+            crowd = labels_import(project=project, stream=stream, fmt="jsonl")
+        report = consensus_compute(project=project)
+        flagged = [name for name, figures in report.labellers.items() if figures["flags"]]
         self.stdout.write(
             f"loaded demo project {project.slug}: {imported.new_items} items, "
-            f"{gold.marked} gold answers, {queued.queued} queued for labelling"
+            f"{gold.marked} gold answers, {queued.queued} queued for labelling, "
+            f"{crowd.new_labels} crowd labels from {crowd.new_labellers} labellers "
+            f"({', '.join(flagged) or 'none'} flagged)"
         )
 
     def _logins(self, slug: str) -> None:
