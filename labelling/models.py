@@ -247,6 +247,11 @@ class Labeller(TimestampedModel):
     def __str__(self) -> str:
         return f"{self.project_id}:{self.user_id or self.platform + '/' + self.worker_id}"
 
+    @property
+    def display_name(self) -> str:
+        """The name engineers know the labeller by: username, or platform worker id."""
+        return self.user.username if self.user_id and self.user else self.worker_id
+
 
 class Lease(models.Model):
     """One item lent to one labeller until it expires: the unit of crowd work."""

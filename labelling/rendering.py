@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -66,3 +67,38 @@ def histogram_bars(counts: list[int], width: float = 600, height: float = 160) -
 def curve_points(points: list[tuple[float, float]], size: float = 240) -> str:
     """SVG polyline points for a curve on the unit square (y grows upwards)."""
     return " ".join(f"{x * size:.1f},{(1 - y) * size:.1f}" for x, y in points)
+
+
+@dataclass(frozen=True)
+class Dot:
+    """A point of a scatter plot, in SVG user units, with what it stands for."""
+
+    x: float
+    y: float
+    title: str
+    warn: bool
+
+
+def volume_reliability_dots(
+    labellers: list[Any], width: float = 480, height: float = 240
+) -> list[Dot]:
+    """Labellers as dots: label volume across (log scale), accuracy up; flagged ones marked."""
+    rated = [one for one in labellers if one.accuracy is not None and one.n_labels]
+    top = max((math.log10(one.n_labels + 1) for one in rated), default=1.0) or 1.0
+    return [
+        Dot(
+            x=width * math.log10(one.n_labels + 1) / top,
+            y=height * (1 - one.accuracy),
+            title=f"{one.display_name}: {one.n_labels} labels, accuracy {one.accuracy:.2f}",
+            warn=bool(one.flags),
+        )
+        for one in rated
+    ]
+
+
+def series_points(values: list[float], width: float = 480, height: float = 160) -> str:
+    """SVG polyline points for values in [0, 1] spread evenly across the width."""
+    if not values:
+        return ""
+    step = width / max(len(values) - 1, 1)
+    return " ".join(f"{i * step:.1f},{(1 - v) * height:.1f}" for i, v in enumerate(values))

@@ -8,11 +8,21 @@ from typing import Any
 import numpy as np
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
-from django.db.models import Avg, Count, Max, Q
+from django.db.models import Avg, Case, Count, F, Max, Q, When
+from django.db.models.functions import TruncDate
 
 from core.exceptions import NotFound
 from core.permissions import Role, check_role
-from labelling.models import Item, Job, Labeller, Prediction, Project, QueueEntry
+from labelling.models import (
+    Item,
+    Job,
+    Label,
+    Labeller,
+    LabellerDecision,
+    Prediction,
+    Project,
+    QueueEntry,
+)
 
 User = AuthUser | AnonymousUser
 
@@ -146,4 +156,71 @@ def least_confident_predictions(
         Prediction.objects.filter(item__project=project, model_version=model_version)
         .select_related("item")
         .order_by("confidence", "id")[:limit]
+    )
+
+
+def labellers_overview(project: Project) -> list[Labeller]:
+    """The project's labellers with their figures, the ones needing a decision first."""
+    order = Case(
+        When(status=Labeller.Status.PAUSED, then=0),
+        When(status=Labeller.Status.ACTIVE, then=1),
+        default=2,
+    )
+    return list(
+        Labeller.objects.filter(project=project)
+        .select_related("user")
+        .order_by(order, "-n_labels", "pk")
+    )
+
+
+def labeller_confusion(labeller: Labeller) -> list[list[int]]:
+    """Counts of (consensus label, this labeller's label) over their valid labels: rows are the
+    consensus, columns the labeller's answer, both in the project's label order."""
+    labels = labeller.project.labels
+    index = {label: k for k, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    pairs = (
+        labeller.labels.filter(state="valid", item__consensus__isnull=False)
+        .values_list("item__consensus__label", "value")
+        .annotate(n=Count("id"))
+    )
+    for truth, given, n in pairs:
+        matrix[index[truth]][index[given]] += n
+    return matrix
+
+
+def agreement_by_day(project: Project, days: int = 60) -> list[tuple[Any, float, int]]:
+    """(day, share of labels that agree with the item's consensus, labels) for recent days."""
+    rows = (
+        Label.objects.filter(project=project, state="valid", item__consensus__isnull=False)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(
+            n=Count("id"),
+            agree=Count("id", filter=Q(value=F("item__consensus__label"))),
+        )
+        .order_by("-day")[:days]
+    )
+    return [(row["day"], row["agree"] / row["n"], row["n"]) for row in reversed(list(rows))]
+
+
+def decisions_log(project: Project, limit: int = 50) -> list[LabellerDecision]:
+    """The latest decisions about the project's labellers."""
+    return list(
+        LabellerDecision.objects.filter(labeller__project=project).select_related(
+            "labeller", "labeller__user", "decided_by"
+        )[:limit]
+    )
+
+
+def labeller_batches(labeller: Labeller) -> list[dict[str, Any]]:
+    """The labeller's batches of labels with how many are valid and voided, newest first."""
+    return list(
+        labeller.labels.values("batch")
+        .annotate(
+            valid=Count("id", filter=Q(state="valid")),
+            voided=Count("id", filter=Q(state="voided")),
+            last=Max("created_at"),
+        )
+        .order_by("-last")
     )
