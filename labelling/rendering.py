@@ -7,6 +7,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
 IMAGE_URL = re.compile(
     r"^(data:image/(png|jpeg|gif|webp);base64,|https?://\S+\.(png|jpe?g|gif|webp)(\?\S*)?$)", re.I
 )
@@ -102,3 +105,67 @@ def series_points(values: list[float], width: float = 480, height: float = 160) 
         return ""
     step = width / max(len(values) - 1, 1)
     return " ".join(f"{i * step:.1f},{(1 - v) * height:.1f}" for i, v in enumerate(values))
+
+
+# The labelling page's own keys; a label that is one of them cannot be its own shortcut.
+CONTROL_KEYS = frozenset({"s", "u", "?"})
+_BULLET = re.compile(r"^\s*[-*+]\s+(.*)$")
+_INLINE = (
+    (re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"),
+    (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
+)
+
+
+@dataclass(frozen=True)
+class LabelButton:
+    """One answer button and its keyboard shortcut ("" when it has none)."""
+
+    label: str
+    key: str
+
+
+def label_buttons(labels: list[str]) -> list[LabelButton]:
+    """Shortcuts: the label itself when every label is one character, else 1…9 then 0."""
+    single = all(len(label) == 1 for label in labels)
+    if single and not CONTROL_KEYS & {label.lower() for label in labels}:
+        return [LabelButton(label, label) for label in labels]
+    keys = [*"123456789", "0"]
+    return [LabelButton(label, keys[i] if i < 10 else "") for i, label in enumerate(labels)]
+
+
+def _inline(text: str) -> str:
+    html = str(escape(text))
+    for pattern, replacement in _INLINE:
+        html = pattern.sub(replacement, html)
+    return html
+
+
+def _blocks(text: str) -> list[tuple[str, list[list[str]]]]:
+    """Markdown-ish blocks: ("p", [lines]) and ("ul", [item lines, …]); blank lines split them."""
+    blocks: list[tuple[str, list[list[str]]]] = []
+    for line in text.splitlines():
+        bullet = _BULLET.match(line)
+        if not line.strip():
+            blocks.append(("", []))
+        elif bullet:
+            if not blocks or blocks[-1][0] != "ul":
+                blocks.append(("ul", []))
+            blocks[-1][1].append([bullet[1]])
+        elif blocks and blocks[-1][0] in ("ul", "p"):
+            blocks[-1][1][-1].append(line.strip())  # continues the paragraph or list item
+        else:
+            blocks.append(("p", [[line.strip()]]))
+    return blocks
+
+
+def instructions_html(text: str) -> SafeString:
+    """Instructions in a safe Markdown subset: paragraphs, lists, **bold**, `code`; no raw HTML."""
+    html = []
+    for kind, parts in _blocks(text):
+        texts = [_inline(" ".join(part)) for part in parts]
+        if kind == "p":
+            html.append(f"<p>{texts[0]}</p>")
+        elif kind == "ul":
+            html.append("<ul>" + "".join(f"<li>{t}</li>" for t in texts) + "</ul>")
+    # Safe: _inline escapes every character of the text before it adds its few tags.
+    return mark_safe("\n".join(html))

@@ -215,7 +215,7 @@ def decisions_log(project: Project, limit: int = 50) -> list[LabellerDecision]:
 
 def labeller_batches(labeller: Labeller) -> list[dict[str, Any]]:
     """The labeller's batches of labels with how many are valid and voided, newest first."""
-    return list(
+    batches = (
         labeller.labels.values("batch")
         .annotate(
             valid=Count("id", filter=Q(state="valid")),
@@ -224,3 +224,4 @@ def labeller_batches(labeller: Labeller) -> list[dict[str, Any]]:
         )
         .order_by("-last")
     )
+    return [dict(batch) for batch in batches]

@@ -2,10 +2,18 @@
 
 from django.urls import path
 
-from labelling import views
+from labelling.views import crowd, engineer, team
 
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("projects/<slug:slug>/", views.project_dashboard, name="project-dashboard"),
-    path("projects/<slug:slug>/threshold/", views.project_threshold, name="project-threshold"),
+    path("", engineer.home, name="home"),
+    path("projects/<slug:slug>/", engineer.project_dashboard, name="project-dashboard"),
+    path("projects/<slug:slug>/threshold/", engineer.project_threshold, name="project-threshold"),
+    path("projects/<slug:slug>/labellers/", team.project_labellers, name="project-labellers"),
+    path(
+        "projects/<slug:slug>/labellers/<int:labeller_id>/",
+        team.labeller_detail,
+        name="labeller-detail",
+    ),
+    path("label/<slug:slug>/", crowd.label_page, name="label-page"),
+    path("join/<str:token>/", team.join, name="join"),
 ]

@@ -94,9 +94,13 @@ def lease_next(*, project: Project, labeller: Labeller) -> Lease | None:
             f"your work on this project is {labeller.status}; ask the project's engineer"
         )
     leases_expire(project=project)
-    open_lease = Lease.objects.filter(
-        labeller=labeller, state=Lease.State.OPEN, expires_at__gt=timezone.now()
-    ).first()
+    open_lease = (
+        Lease.objects.filter(
+            labeller=labeller, state=Lease.State.OPEN, expires_at__gt=timezone.now()
+        )
+        .order_by("-created_at", "-id")
+        .first()
+    )
     if open_lease is not None:
         # One item at a time: a reload of the page gets the same item back.
         return open_lease
@@ -191,7 +195,12 @@ def label_submit(
     """Record the lease holder's answer; a repeat of the same call returns the first answer."""
     lease = _lease_for(lease_id, user)
     if lease.state == Lease.State.LABELLED:
-        return Submitted(label=Label.objects.get(lease=lease), created=False)
+        first = Label.objects.get(lease=lease)
+        if first.value != value:
+            raise Conflict(
+                f"this item was already answered {first.value!r}; undo that answer to change it"
+            )
+        return Submitted(label=first, created=False)
     _check_open(lease)
     label = Label.objects.create(
         project=lease.project,
@@ -252,8 +261,17 @@ def label_undo(*, lease_id: int, user: Any) -> Lease:
         void_reason="undone by the labeller",
         lease=None,
     )
+    # The labeller is back on this item: give back the item they had moved on to, and let them
+    # have the full lease time for the second answer.
+    for other in Lease.objects.select_for_update().filter(
+        labeller=lease.labeller, state=Lease.State.OPEN
+    ):
+        other.state, other.closed_at = Lease.State.EXPIRED, timezone.now()
+        other.save(update_fields=["state", "closed_at"])
+        _release(other)
     lease.state, lease.closed_at = Lease.State.OPEN, None
-    lease.save(update_fields=["state", "closed_at"])
+    lease.expires_at = timezone.now() + timedelta(seconds=_lease_seconds())
+    lease.save(update_fields=["state", "closed_at", "expires_at"])
     if not lease.is_gold:
         QueueEntry.objects.filter(item_id=lease.item_id).update(
             labels_count=F("labels_count") - 1, open_leases=F("open_leases") + 1

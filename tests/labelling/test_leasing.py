@@ -291,27 +291,45 @@ def test_a_paused_labeller_gets_a_clear_conflict(project: Project, crowd_api: AP
 
 
 def test_a_burst_of_submissions_is_throttled(
-    project: Project, crowd_api: APIClient, settings: Any
+    project: Project, crowd_api: APIClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from django.core.cache import cache
-
-    cache.clear()
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"labels": "2/minute"},
-    }
-    from rest_framework.settings import api_settings
     from rest_framework.throttling import ScopedRateThrottle
 
-    api_settings.reload()
-    ScopedRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-    try:
-        queued_project(project)
-        statuses = [answer(crowd_api, 999999).status_code for _ in range(3)]
-    finally:
-        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK}
-        api_settings.reload()
-        ScopedRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-        cache.clear()
+    cache.clear()
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"labels": "2/minute"})
+    queued_project(project)
 
+    statuses = [answer(crowd_api, 999999).status_code for _ in range(3)]
+
+    cache.clear()
     assert statuses == [404, 404, 429]
+
+
+def test_a_repeat_with_another_label_is_a_conflict(project: Project, crowd_api: APIClient) -> None:
+    queued_project(project)
+    lease = next_task(crowd_api)["lease"]  # type: ignore[index]
+    answer(crowd_api, lease, "match")
+
+    response = answer(crowd_api, lease, "no_match")
+
+    assert response.status_code == 409
+    assert "undo" in response.json()["detail"]
+    assert list(Label.objects.values_list("value", flat=True)) == ["match"]
+
+
+def test_undo_gives_back_the_next_item_and_renews_the_lease(
+    project: Project, crowd_api: APIClient
+) -> None:
+    queued_project(project)
+    first = next_task(crowd_api)["lease"]  # type: ignore[index]
+    answer(crowd_api, first)
+    second = next_task(crowd_api)["lease"]  # type: ignore[index]
+    Lease.objects.filter(pk=first).update(expires_at=timezone.now() + timedelta(seconds=3))
+
+    crowd_api.post(f"/api/v1/leases/{first}/undo")
+
+    assert Lease.objects.get(pk=second).state == "expired"
+    assert Lease.objects.get(pk=first).expires_at > timezone.now() + timedelta(minutes=5)
+    assert next_task(crowd_api)["lease"] == first  # type: ignore[index]
+    assert QueueEntry.objects.get(item=Lease.objects.get(pk=second).item).open_leases == 0

@@ -1,4 +1,5 @@
-"""Server-rendered pages. Views fetch through selectors and hold no decisions."""
+"""The engineer's pages: projects, dashboard, threshold. Views fetch through selectors and
+hold no decisions."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def home(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _engineer_project(request: HttpRequest, slug: str) -> Project | HttpResponse:
+def engineer_project(request: HttpRequest, slug: str) -> Project | HttpResponse:
     """The project if the user is one of its engineers; a 404 or a 403 page otherwise."""
     try:
         return selectors.project_for_user(user=request.user, slug=slug, roles=ENGINEERS)
@@ -39,7 +40,7 @@ def _engineer_project(request: HttpRequest, slug: str) -> Project | HttpResponse
 @login_required
 def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     """The engineer's view of a project: what came in and what the model is unsure of."""
-    project = _engineer_project(request, slug)
+    project = engineer_project(request, slug)
     if isinstance(project, HttpResponse):
         return project
     version = selectors.latest_model_version(project)
@@ -64,7 +65,7 @@ def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def project_threshold(request: HttpRequest, slug: str) -> HttpResponse:
     """ROC and precision-recall curves on trusted labels, suggested thresholds, and applying one."""
-    project = _engineer_project(request, slug)
+    project = engineer_project(request, slug)
     if isinstance(project, HttpResponse):
         return project
     version = request.POST.get("model_version") or request.GET.get("model_version")
