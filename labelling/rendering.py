@@ -47,18 +47,22 @@ class Bar:
     high: float
 
 
-def histogram_bars(counts: list[int], width: float = 600, height: float = 160) -> list[Bar]:
-    """Bars for counts over equal bins of [0, 1], scaled to the tallest."""
+def histogram_bars(
+    counts: list[int], width: float = 600, height: float = 160, *, tallest: int | None = None
+) -> list[Bar]:
+    """Bars for counts over equal bins of [0, 1] on a square-root scale (a confident model puts
+    most items in the last bin, which would flatten the rest), scaled to the tallest or to
+    `tallest`, so that a subset drawn over the whole keeps the same scale."""
     if not counts:
         return []
-    tallest = max(max(counts), 1)
+    top = math.sqrt(max(tallest or max(counts), 1))
     step = width / len(counts)
     return [
         Bar(
             x=i * step,
-            y=height - height * c / tallest,
+            y=height - height * math.sqrt(c) / top,
             width=step - 2,
-            height=height * c / tallest,
+            height=height * math.sqrt(c) / top,
             count=c,
             low=i / len(counts),
             high=(i + 1) / len(counts),

@@ -45,16 +45,14 @@ def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         return project
     version = selectors.latest_model_version(project)
     doubtful = selectors.least_confident_predictions(project, version) if version else []
+    everything = selectors.confidence_histogram(project, version) if version else []
+    queued = selectors.confidence_histogram(project, version, queued_only=True) if version else []
     context = {
         "project": project,
         "overview": selectors.project_overview(project),
         "version": version,
-        "bars": histogram_bars(selectors.confidence_histogram(project, version)) if version else [],
-        "queued_bars": (
-            histogram_bars(selectors.confidence_histogram(project, version, queued_only=True))
-            if version
-            else []
-        ),
+        "bars": histogram_bars(everything),
+        "queued_bars": histogram_bars(queued, tallest=max(everything, default=0)),
         "queue": selectors.queue_overview(project),
         "doubtful": [(p, payload_fields(p.item.payload)) for p in doubtful],
     }
