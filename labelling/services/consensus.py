@@ -2,21 +2,27 @@
 
 The numbers come from labelling/numerics (Dawid-Skene with gold clamped, agreement, reliability);
 this module loads the labels as arrays, applies the project's rules and stores the outcome.
+Loading and storing are set-based so that a million labels take seconds: the labels arrive as
+one value of packed integers on PostgreSQL, the per-item rules run on arrays, and the outcome goes
+into a temporary table (COPY on PostgreSQL) from which one statement each writes the consensus
+rows, item states, queue entries and escalations.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
-from django.db.models import F, Max, Q
+from django.db import DatabaseError, connection, transaction
+from django.db.backends.utils import CursorWrapper
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from labelling.models import (
@@ -31,15 +37,24 @@ from labelling.models import (
 )
 from labelling.numerics.aggregation import dawid_skene, label_counts
 from labelling.numerics.agreement import agreement_summary, item_agreement
-from labelling.numerics.reliability import labeller_reliability
+from labelling.numerics.reliability import LabellerReliability, labeller_reliability
 
 logger = logging.getLogger("quorum.consensus")
-LABEL, ITEM = Label._meta.db_table, Item._meta.db_table
+LABEL, ITEM, QUEUE = Label._meta.db_table, Item._meta.db_table, QueueEntry._meta.db_table
+CONSENSUS, ESCALATION = Consensus._meta.db_table, Escalation._meta.db_table
+LABELLER = Labeller._meta.db_table
 CHUNK = 5000
 # States an expert has decided: aggregation never overrules them.
 DECIDED = {Item.State.RESOLVED, Item.State.REMOVED}
 # Labeller flags that pause a labeller until an engineer decides (documented default).
 PAUSING_FLAGS = {"random", "constant", "low_gold_accuracy"}
+# Item states as codes in arrays: 0 is blank (not in labelling yet), then the model's choices.
+STATES = ("", *Item.State.values)
+# One run's outcome in temporary tables of the connection: every labelled item, every labeller.
+ITEMS_OUT = "quorum_consensus_items"
+LABELLERS_OUT = "quorum_consensus_labellers"
+# The size labelling/importing/staging.py gives temporary tables (see _temp_buffers).
+TEMP_BUFFERS = "512MB"
 
 
 @dataclass
@@ -62,13 +77,35 @@ class LabelArrays:
         return int(self.labeller_ids.size)
 
 
+class ItemFigures(Mapping[str, dict[str, Any]]):
+    """The report's per-item part, built from arrays on first read: only --json reads it all."""
+
+    def __init__(self, size: int, build: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        self._size, self._build = size, build
+        self._built: dict[str, dict[str, Any]] | None = None
+
+    def _all(self) -> dict[str, dict[str, Any]]:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __getitem__(self, external_id: str) -> dict[str, Any]:
+        return self._all()[external_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return self._size
+
+
 @dataclass
 class AggregateReport:
     """What `aggregate --json` prints: items, labellers and agreement (see the contract)."""
 
     project: str
     method: str = "dawid-skene"
-    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     labellers: dict[str, dict[str, Any]] = field(default_factory=dict)
     agreement: dict[str, float | None] = field(default_factory=dict)
 
@@ -77,10 +114,52 @@ class AggregateReport:
         return {
             "project": self.project,
             "method": self.method,
-            "items": self.items,
+            "items": dict(self.items),
             "labellers": self.labellers,
             "agreement": self.agreement,
         }
+
+
+@dataclass
+class ItemFacts:
+    """What the item table holds for the labelled items (by item code), and the queued others."""
+
+    state: np.ndarray
+    # 1 for a queue entry still collecting labels, 0 for one that has enough, -1 for none.
+    collecting: np.ndarray
+    gold: dict[int, int]
+    # Queued items without labels, in id order, and their states.
+    waiting: np.ndarray
+    waiting_state: np.ndarray
+
+
+@dataclass
+class ItemOutcome:
+    """Per item code: the answer, its figures, and the state and escalation reason decided."""
+
+    best: np.ndarray
+    confidence: np.ndarray
+    posterior: np.ndarray
+    agreement: np.ndarray
+    n_labels: np.ndarray
+    state: np.ndarray
+    reason: np.ndarray
+
+
+class Stopwatch:
+    """Seconds per phase, for the debug log."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: list[str] = []
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps.append(f"{name} {now - self.last:.2f}")
+        self.last = now
+
+    def __str__(self) -> str:
+        return f"{time.perf_counter() - self.started:.2f} s ({', '.join(self.laps)})"
 
 
 def _chunks(ids: list[int]) -> list[list[int]]:
@@ -88,56 +167,354 @@ def _chunks(ids: list[int]) -> list[list[int]]:
     return [ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK)]
 
 
+def _postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _integer_rows(sql: str, params: Sequence[Any], width: int) -> np.ndarray:
+    """The rows of a query of `width` integer columns, none NULL, as an n x width int64 array.
+
+    PostgreSQL packs them into one bytea of big-endian int8s (string_agg of int8send) and sends
+    it through a binary COPY: one value to read instead of a Python tuple a row.
+    """
+    with connection.cursor() as cursor:
+        if not _postgresql():
+            cursor.execute(sql, params)
+            return np.array(cursor.fetchall(), np.int64).reshape(-1, width)
+        names = [f"c{i}" for i in range(width)]
+        packed = " || ".join(f"int8send(r.{name}::bigint)" for name in names)
+        query = f"SELECT string_agg({packed}, ''::bytea) FROM ({sql}) AS r({', '.join(names)})"
+        with cursor.cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT binary)", params) as copy:
+            data = b"".join(copy)
+    return np.frombuffer(_copied_value(data), ">i8").astype(np.int64).reshape(-1, width)
+
+
+def _copied_value(data: bytes) -> memoryview:
+    """The value of a binary COPY of one row and one column (empty for NULL)."""
+    # Signature (11 bytes), flags (4), header extension (4 + its length), field count (2).
+    start = 19 + int.from_bytes(data[15:19], "big") + 2
+    size = int.from_bytes(data[start : start + 4], "big", signed=True)
+    return memoryview(data)[start + 4 : start + 4 + max(size, 0)]
+
+
+def _case(column: str, values: Sequence[str], default: int) -> tuple[str, list[str]]:
+    """SQL mapping a text column to the position of its value in `values`, with its params."""
+    whens = " ".join(f"WHEN %s THEN {code}" for code in range(len(values)))
+    return f"CASE {column} {whens} ELSE {default} END", list(values)
+
+
 def _load(project: Project) -> LabelArrays:
     """The project's valid labels as code arrays (one pass over the label table)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT item_id, labeller_id, value, duration_ms FROM {LABEL} "
-            f"WHERE project_id = %s AND state = 'valid' ORDER BY id",
-            [project.pk],
-        )
-        rows = cursor.fetchall()
-    codes = {label: k for k, label in enumerate(project.labels)}
-    item_raw = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-    worker_raw = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-    item_ids, items = np.unique(item_raw, return_inverse=True)
-    labeller_ids, workers = np.unique(worker_raw, return_inverse=True)
+    code, params = _case("value", project.labels, -1)
+    rows = _integer_rows(
+        f"SELECT id, item_id, labeller_id, {code}, COALESCE(duration_ms, -1) FROM {LABEL} "
+        "WHERE project_id = %s AND state = 'valid'",
+        [*params, project.pk],
+        5,
+    )
+    if rows.size and np.any(rows[1:, 0] < rows[:-1, 0]):
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    if np.any(rows[:, 3] < 0):
+        raise ValueError(f"project {project.slug} has valid labels outside its label set")
+    item_ids, items = np.unique(rows[:, 1], return_inverse=True)
+    labeller_ids, workers = np.unique(rows[:, 2], return_inverse=True)
     return LabelArrays(
         item_ids=item_ids,
         labeller_ids=labeller_ids,
         items=items.astype(np.int64),
         workers=workers.astype(np.int64),
-        labels=np.fromiter((codes[r[2]] for r in rows), np.int64, len(rows)),
-        durations=np.fromiter((np.nan if r[3] is None else r[3] for r in rows), float, len(rows)),
+        labels=rows[:, 3].copy(),
+        durations=np.where(rows[:, 4] < 0, np.nan, rows[:, 4].astype(float)),
     )
 
 
-def _gold(project: Project, arrays: LabelArrays) -> dict[int, int]:
-    """Gold answers as {item code: class code} for the labelled gold items."""
-    position = {int(pk): i for i, pk in enumerate(arrays.item_ids)}
-    codes = {label: k for k, label in enumerate(project.labels)}
-    golds = Item.objects.filter(project=project).exclude(gold_label="")
-    return {
-        position[pk]: codes[label]
-        for pk, label in golds.values_list("pk", "gold_label")
-        if pk in position
-    }
+def _codes_of(item_ids: np.ndarray, pks: np.ndarray) -> np.ndarray:
+    """Positions of `pks` in the sorted `item_ids`, or -1 for those not in it."""
+    if not item_ids.size:
+        return np.full(pks.size, -1, np.int64)
+    at = np.minimum(np.searchsorted(item_ids, pks), item_ids.size - 1)
+    return np.where(item_ids[at] == pks, at, -1)
+
+
+def _item_codes(project: Project, where: str, params: Sequence[Any]) -> np.ndarray:
+    """(id, state, queue entry, gold class) codes of the items `where` picks (SQL on `i`)."""
+    state, state_params = _case("i.state", STATES, 0)
+    # -1 for no gold answer, -2 for one outside the label set.
+    gold, gold_params = _case("i.gold_label", ["", *project.labels], -1)
+    return _integer_rows(
+        f"SELECT i.id, {state}, CASE WHEN q.id IS NULL THEN -1 WHEN q.collecting THEN 1 ELSE 0 "
+        f"END, {gold} - 1 FROM {ITEM} i LEFT JOIN {QUEUE} q ON q.item_id = i.id WHERE {where}",
+        [*state_params, *gold_params, *params],
+        4,
+    )
+
+
+def _item_facts(project: Project, item_ids: np.ndarray) -> ItemFacts:
+    """One read of the item table: the labelled items' facts and the queued items without labels."""
+    rows = _item_codes(project, "i.project_id = %s AND (i.state <> '' OR q.id IS NOT NULL)",
+                       [project.pk])  # fmt: skip
+    # Labelled items are in labelling by the services' rules; the data may disagree.
+    for condition, params in _id_sets(np.setdiff1d(item_ids, rows[:, 0]).tolist()):
+        rows = np.concatenate([rows, _item_codes(project, f"i.id {condition}", params)])
+    rows = rows[np.argsort(rows[:, 0])]
+    codes = _codes_of(item_ids, rows[:, 0])
+    labelled, waiting = rows[codes >= 0], rows[(codes < 0) & (rows[:, 2] >= 0)]
+    if labelled.shape[0] != item_ids.size:
+        raise Item.DoesNotExist(f"labelled items of project {project.slug} have disappeared")
+    if np.any(labelled[:, 3] == -2):
+        raise ValueError(f"project {project.slug} has gold answers outside its label set")
+    gold = np.flatnonzero(labelled[:, 3] >= 0)
+    return ItemFacts(
+        state=np.array(STATES, dtype=object)[labelled[:, 1]],
+        collecting=labelled[:, 2],
+        gold=dict(zip(gold.tolist(), labelled[gold, 3].tolist(), strict=True)),
+        waiting=waiting[:, 0],
+        waiting_state=np.array(STATES, dtype=object)[waiting[:, 1]],
+    )
 
 
 def _item_state(
-    project: Project, n: int, confidence: float, collecting: bool | None
-) -> tuple[str, str]:
-    """(state, escalation reason) for an item from its number of labels and confidence."""
-    if n >= project.overlap_min and confidence >= project.target_confidence:
-        return Item.State.APPROVED, ""
+    project: Project, n: np.ndarray, confidence: np.ndarray, collecting: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(state, escalation reason) per item from its number of labels and confidence."""
+    approved = (n >= project.overlap_min) & (confidence >= project.target_confidence)
     # No queue entry (labels imported for an audit) means no more labels will come either.
-    done = n >= project.overlap_max or collecting is not True
-    if done and confidence < project.escalation_below_confidence:
-        return Item.State.ESCALATED, Escalation.Reason.LOW_CONFIDENCE
-    if done:
-        # The crowd's budget is spent and the answer is above the escalation bar: accept it.
-        return Item.State.APPROVED, ""
-    return Item.State.COLLECTING, ""
+    done = (n >= project.overlap_max) | (collecting != 1)
+    # Not `>=`: a NaN confidence is not below the bar either (as in a scalar comparison).
+    escalated = ~approved & done & (confidence < project.escalation_below_confidence)
+    # The crowd's budget is spent and the answer is above the escalation bar: accept it.
+    state = np.where(approved | done, Item.State.APPROVED.value, Item.State.COLLECTING.value)
+    state = np.where(escalated, Item.State.ESCALATED.value, state).astype(object)
+    return state, np.where(escalated, Escalation.Reason.LOW_CONFIDENCE.value, "").astype(object)
+
+
+def _gold_state(
+    project: Project, outcome: ItemOutcome, crowd_answer: np.ndarray, gold: dict[int, int]
+) -> None:
+    """A gold item's answer is known; the crowd contradicting it needs an expert's look."""
+    at = np.fromiter(gold.keys(), np.int64, len(gold))
+    answer = np.fromiter(gold.values(), np.int64, len(gold))
+    conflict = (outcome.n_labels[at] >= project.overlap_min) & (crowd_answer[at] != answer)
+    outcome.state[at] = np.where(conflict, Item.State.ESCALATED.value, Item.State.APPROVED.value)
+    outcome.reason[at] = np.where(conflict, Escalation.Reason.GOLD_CONFLICT.value, "")
+
+
+def _rounded(values: np.ndarray, digits: int = 6) -> np.ndarray:
+    """Python's round(x, digits) for every element, exactly (numpy's can differ at a half)."""
+    scaled = values * 10.0**digits
+    rounded = np.round(values, digits)
+    near_half = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6
+    rounded[near_half] = [round(float(v), digits) for v in values[near_half]]
+    return rounded
+
+
+def _outcome(
+    project: Project, facts: ItemFacts, posterior: np.ndarray, counts: np.ndarray
+) -> ItemOutcome:
+    """Apply the project's rules to every labelled item."""
+    confidence = posterior.max(axis=1)
+    n_labels = counts.sum(axis=1)
+    state, reason = _item_state(project, n_labels, confidence, facts.collecting)
+    outcome = ItemOutcome(
+        best=posterior.argmax(axis=1), confidence=confidence, posterior=_rounded(posterior),
+        agreement=item_agreement(counts), n_labels=n_labels, state=state, reason=reason,
+    )  # fmt: skip
+    _gold_state(project, outcome, counts.argmax(axis=1), facts.gold)
+    decided = np.isin(facts.state, list(DECIDED))
+    outcome.state[decided], outcome.reason[decided] = facts.state[decided], ""
+    return outcome
+
+
+def _temp_buffers(cursor: CursorWrapper) -> None:
+    """Size the session's temporary buffers as the prediction import does (PostgreSQL).
+
+    8 MB by default, too few for a large project's outcome. The size is fixed at the session's
+    first temporary table, after which PostgreSQL refuses any other value: with the import's
+    value, whichever of the two runs first in a worker's session, the other's SET passes. A
+    session whose buffers something else sized keeps them.
+    """
+    try:
+        with transaction.atomic():
+            cursor.execute(f"SET temp_buffers = '{TEMP_BUFFERS}'")
+    except DatabaseError:
+        pass
+
+
+def _temp_table(
+    cursor: CursorWrapper, name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """A fresh temporary table of this connection holding `rows` (COPY on PostgreSQL)."""
+    if _postgresql():
+        _temp_buffers(cursor)
+    cursor.execute(f"DROP TABLE IF EXISTS {name}")
+    cursor.execute(f"CREATE TEMPORARY TABLE {name} ({', '.join(columns)})")
+    if not _postgresql():
+        marks = ", ".join(["%s"] * len(columns))
+        cursor.executemany(f"INSERT INTO {name} VALUES ({marks})", list(rows))
+        return
+    with cursor.cursor.copy(f"COPY {name} FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _json_type() -> str:
+    return "jsonb" if _postgresql() else "text"
+
+
+def _outcome_rows(
+    project: Project, arrays: LabelArrays, outcome: ItemOutcome
+) -> Iterator[tuple[Any, ...]]:
+    """One row a labelled item: the columns of ITEMS_OUT."""
+    # The posterior as json.dumps writes a list of floats (JSONField's own encoding).
+    template = "[" + ", ".join(["%r"] * outcome.posterior.shape[1]) + "]"
+    agreement = [None if a != a else a for a in outcome.agreement.tolist()]
+    return zip(
+        arrays.item_ids.tolist(), (project.labels[best] for best in outcome.best.tolist()),
+        outcome.confidence.tolist(),
+        (template % tuple(row) for row in outcome.posterior.tolist()), agreement,
+        outcome.n_labels.tolist(), outcome.reason.tolist(),
+        strict=True,
+    )  # fmt: skip
+
+
+def _write_consensus(cursor: CursorWrapper, now: Any) -> None:
+    """Insert or update the Consensus row of every labelled item."""
+    method = Consensus._meta.get_field("method").get_default()
+    cursor.execute(
+        f"INSERT INTO {CONSENSUS} (item_id, label, confidence, posterior, agreement, method, "
+        f"n_labels, computed_at) SELECT t.item_id, t.label, t.confidence, t.posterior, "
+        f"t.agreement, %s, t.n_labels, %s FROM {ITEMS_OUT} t WHERE true "
+        "ORDER BY t.item_id ON CONFLICT (item_id) DO UPDATE SET label = excluded.label, "
+        "confidence = excluded.confidence, posterior = excluded.posterior, "
+        "agreement = excluded.agreement, n_labels = excluded.n_labels, "
+        "computed_at = excluded.computed_at",
+        [method, now],
+    )
+
+
+def _id_sets(ids: list[int]) -> Iterator[tuple[str, list[Any]]]:
+    """SQL conditions on an id column, with their parameters, that together pick these ids.
+
+    PostgreSQL takes them all as one array: for an UPDATE of a project's items it then goes
+    through the primary key, where a join with a temporary table read the whole item table.
+    Other databases take slices of CHUNK ids.
+    """
+    if ids and _postgresql():
+        yield "= ANY(%s::bigint[])", ["{" + ",".join(map(str, ids)) + "}"]
+    elif ids:
+        for chunk in _chunks(ids):
+            yield f"IN ({', '.join(['%s'] * len(chunk))})", chunk
+
+
+def _write_states(
+    cursor: CursorWrapper, project: Project, arrays: LabelArrays, facts: ItemFacts,
+    outcome: ItemOutcome,
+) -> None:  # fmt: skip
+    """Write item states, and stop or restart collecting labels for queued items to match."""
+    # Queue entries before items, the order in which leasing and answering write them, so that
+    # a recomputation and a labeller's answer never wait on each other in a circle.
+    queued = facts.collecting >= 0
+    for collecting in (True, False):
+        pks = arrays.item_ids[queued & ((outcome.state == "collecting") == collecting)].tolist()
+        _write_entries(cursor, project, pks, collecting)
+    decided = ", ".join(f"'{state}'" for state in sorted(DECIDED))
+    # Only the items whose state changes: a recomputation after a few labels writes a few rows.
+    changed = facts.state != outcome.state
+    for state in np.unique(outcome.state[changed]).tolist():
+        pks = arrays.item_ids[changed & (outcome.state == state)].tolist()
+        for condition, params in _id_sets(pks):
+            cursor.execute(
+                f"UPDATE {ITEM} SET state = %s WHERE state NOT IN ({decided}) "
+                f"AND state <> %s AND id {condition}",
+                [state, state, *params],
+            )
+
+
+def _write_entries(
+    cursor: CursorWrapper, project: Project, item_ids: list[int], collecting: bool
+) -> None:
+    """Set the queue entries' `collecting` flag; still unsure: ask for one more label, up to max."""
+    more = f"%s AND labels_count >= needed AND needed < {int(project.overlap_max)}"
+    for condition, params in _id_sets(item_ids):
+        cursor.execute(
+            f"UPDATE {QUEUE} SET collecting = %s, needed = CASE WHEN {more} "
+            f"THEN labels_count + 1 ELSE needed END "
+            f"WHERE (collecting <> %s OR ({more})) AND item_id {condition}",
+            [collecting, collecting, collecting, collecting, *params],
+        )
+
+
+def _open_escalations(cursor: CursorWrapper, project: Project, now: Any) -> None:
+    """An open escalation for each newly escalated item (one open escalation an item at most)."""
+    cursor.execute(
+        f"INSERT INTO {ESCALATION} (project_id, item_id, reason, priority, created_at, "
+        f"resolution, note) SELECT %s, t.item_id, t.reason, 1.0 - t.confidence, %s, '', '' "
+        f"FROM {ITEMS_OUT} t WHERE t.reason <> '' AND NOT EXISTS (SELECT 1 FROM {ESCALATION} e "
+        "WHERE e.project_id = %s AND e.item_id = t.item_id AND e.resolved_at IS NULL) "
+        "ORDER BY t.item_id",
+        [project.pk, now, project.pk],
+    )
+
+
+def _store_items(
+    project: Project, arrays: LabelArrays, facts: ItemFacts, outcome: ItemOutcome
+) -> ItemFigures:
+    """Store consensus, states, queue flags and escalations; return the report's item part."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    columns = [
+        "item_id bigint", "label varchar(100)", "confidence double precision",
+        f"posterior {_json_type()}", "agreement double precision", "n_labels integer",
+        "reason varchar(30)",
+    ]  # fmt: skip
+    with connection.cursor() as cursor:
+        _temp_table(cursor, ITEMS_OUT, columns, _outcome_rows(project, arrays, outcome))
+        _write_consensus(cursor, now)
+        _write_states(cursor, project, arrays, facts, outcome)
+        if np.any(outcome.reason != ""):
+            _open_escalations(cursor, project, now)
+        cursor.execute(f"DROP TABLE {ITEMS_OUT}")
+    return _item_figures(project, arrays, facts, outcome)
+
+
+def _external_ids(project: Project, ids: list[int]) -> list[str]:
+    """The external ids of these items, in the same order."""
+    # One pass over the project's items in labelling (a state or a queue entry, as for the
+    # facts): cheaper than looking up a long list of ids, which PostgreSQL does by a full scan.
+    in_labelling = Item.objects.filter(project=project).filter(
+        ~Q(state="") | Q(queue_entry__isnull=False)
+    )
+    found = dict(in_labelling.values_list("pk", "external_id"))
+    with connection.cursor() as cursor:
+        for condition, params in _id_sets([pk for pk in ids if pk not in found]):
+            cursor.execute(f"SELECT id, external_id FROM {ITEM} WHERE id {condition}", params)
+            found.update(cursor.fetchall())
+    return [found[pk] for pk in ids]
+
+
+def _item_figures(
+    project: Project, arrays: LabelArrays, facts: ItemFacts, outcome: ItemOutcome
+) -> ItemFigures:
+    """The report's per-item part, built when first read (external ids are fetched then)."""
+    labels = project.labels
+
+    def build() -> dict[str, dict[str, Any]]:
+        names = _external_ids(project, [*arrays.item_ids.tolist(), *facts.waiting.tolist()])
+        figures = {
+            external_id: {"label": labels[best], "confidence": conf, "state": state, "n_labels": n}
+            for external_id, best, conf, state, n in zip(
+                names[: arrays.n_items], outcome.best.tolist(),
+                _rounded(outcome.confidence).tolist(), outcome.state.tolist(),
+                outcome.n_labels.tolist(), strict=True,
+            )
+        }  # fmt: skip
+        # Queued items that have no labels yet are in the report too.
+        for external_id, state in zip(names[arrays.n_items :], facts.waiting_state, strict=True):
+            figures.setdefault(external_id, {
+                "label": None, "confidence": None, "state": state or "queued", "n_labels": 0,
+            })  # fmt: skip
+        return figures
+
+    return ItemFigures(arrays.n_items + facts.waiting.size, build)
 
 
 def _enough_for_dawid_skene(arrays: LabelArrays) -> bool:
@@ -170,209 +547,126 @@ def _smoothed_votes(counts: np.ndarray, gold: dict[int, int]) -> np.ndarray:
 @transaction.atomic
 def consensus_compute(*, project: Project) -> AggregateReport:
     """Recompute consensus, item states and labeller reliability for a project, and store them."""
-    Project.objects.select_for_update().get(pk=project.pk)
-    started = time.perf_counter()
+    Project.objects.select_for_update(no_key=True).get(pk=project.pk)
+    watch = Stopwatch()
     report = AggregateReport(project=project.slug)
     arrays = _load(project)
     if arrays.labels.size == 0:
         return report
+    watch.lap("labels")
     k = len(project.labels)
     sizes = (arrays.n_items, arrays.n_workers, k)
-    gold = _gold(project, arrays)
+    facts = _item_facts(project, arrays.item_ids)
+    gold = facts.gold
     counts = label_counts(arrays.items, arrays.labels, arrays.n_items, k)
+    watch.lap("items")
     fit = None
     if _enough_for_dawid_skene(arrays):
         fit = dawid_skene(arrays.items, arrays.workers, arrays.labels, *sizes, gold=gold or None)
         posterior = fit.posterior
     else:
         report.method, posterior = "majority-vote", _smoothed_votes(counts, gold)
+    watch.lap("fit")
     reliability = labeller_reliability(
         arrays.items, arrays.workers, arrays.labels, *sizes,
         model=fit, gold=gold or None, durations=arrays.durations,
     )  # fmt: skip
     report.agreement = agreement_summary(arrays.items, arrays.labels, arrays.n_items, k)
-    _store_items(project, arrays, posterior, counts, gold, report)
+    watch.lap("reliability and agreement")
+    outcome = _outcome(project, facts, posterior, counts)
+    watch.lap("rules")
+    report.items = _store_items(project, arrays, facts, outcome)
+    watch.lap("store items")
     _store_labellers(project, arrays, reliability, report)
-    logger.debug("aggregate %s: %d labels in %.2f s", project.slug, arrays.labels.size,
-                 time.perf_counter() - started)  # fmt: skip
+    watch.lap("store labellers")
+    logger.debug("aggregate %s: %d labels in %s", project.slug, arrays.labels.size, watch)
     return report
-
-
-def _store_items(
-    project: Project,
-    arrays: LabelArrays,
-    posterior: np.ndarray,
-    counts: np.ndarray,
-    gold: dict[int, int],
-    report: AggregateReport,
-) -> None:
-    now = timezone.now()
-    best = posterior.argmax(axis=1)
-    confidence = posterior.max(axis=1)
-    agreement = item_agreement(counts)
-    n_labels = counts.sum(axis=1)
-    ids = arrays.item_ids.tolist()
-    items = {
-        pk: (external_id, state)
-        for chunk in _chunks(ids)
-        for pk, external_id, state in Item.objects.filter(pk__in=chunk).values_list(
-            "pk", "external_id", "state"
-        )
-    }
-    entries = {
-        item_id: collecting
-        for chunk in _chunks(ids)
-        for item_id, collecting in QueueEntry.objects.filter(item_id__in=chunk).values_list(
-            "item_id", "collecting"
-        )
-    }
-    crowd_answer = counts.argmax(axis=1)
-    states: dict[str, list[int]] = {}
-    escalate: list[tuple[int, str, float]] = []
-    rows: list[Consensus] = []
-    for code, pk in enumerate(arrays.item_ids.tolist()):
-        external_id, state = items[pk]
-        label = project.labels[int(best[code])]
-        n, conf = int(n_labels[code]), float(confidence[code])
-        if state in DECIDED:
-            new_state, reason = state, ""
-        elif code in gold:
-            # A gold item's answer is known; the crowd contradicting it needs an expert's look.
-            conflict = n >= project.overlap_min and int(crowd_answer[code]) != gold[code]
-            new_state = Item.State.ESCALATED if conflict else Item.State.APPROVED
-            reason = Escalation.Reason.GOLD_CONFLICT if conflict else ""
-        else:
-            new_state, reason = _item_state(project, n, conf, entries.get(pk))
-        states.setdefault(new_state, []).append(pk)
-        if reason:
-            escalate.append((pk, reason, 1.0 - conf))
-        agree = float(agreement[code])
-        rows.append(
-            Consensus(
-                item_id=pk, label=label, confidence=conf,
-                posterior=[round(float(p), 6) for p in posterior[code]],
-                agreement=None if np.isnan(agree) else agree,
-                n_labels=n, computed_at=now,
-            )
-        )  # fmt: skip
-        report.items[external_id] = {
-            "label": label,
-            "confidence": round(conf, 6),
-            "state": new_state,
-            "n_labels": n,
-        }
-    Consensus.objects.bulk_create(
-        rows,
-        batch_size=CHUNK,
-        update_conflicts=True,
-        unique_fields=["item"],
-        update_fields=["label", "confidence", "posterior", "agreement", "n_labels", "computed_at"],
-    )
-    _store_states(project, states)
-    _open_escalations(project, escalate)
-    _queued_without_labels(project, report)
-
-
-def _store_states(project: Project, states: dict[str, list[int]]) -> None:
-    """Write item states, and stop or restart collecting labels for queued items to match."""
-    for state, pks in states.items():
-        for start in range(0, len(pks), CHUNK):
-            chunk = pks[start : start + CHUNK]
-            Item.objects.filter(pk__in=chunk).exclude(state__in=DECIDED).update(state=state)
-            entries = QueueEntry.objects.filter(item_id__in=chunk)
-            entries.update(collecting=state == Item.State.COLLECTING)
-            if state == Item.State.COLLECTING:
-                # Still unsure: ask for one more label, up to overlap.max.
-                entries.filter(
-                    labels_count__gte=F("needed"), needed__lt=project.overlap_max
-                ).update(needed=F("labels_count") + 1)
-
-
-def _open_escalations(project: Project, escalate: list[tuple[int, str, float]]) -> None:
-    """An open escalation for each newly escalated item (one open escalation an item at most)."""
-    already = set(
-        Escalation.objects.filter(project=project, resolved_at__isnull=True).values_list(
-            "item_id", flat=True
-        )
-    )
-    Escalation.objects.bulk_create(
-        [
-            Escalation(project=project, item_id=pk, reason=reason, priority=priority)
-            for pk, reason, priority in escalate
-            if pk not in already
-        ],
-        batch_size=CHUNK,
-    )
-
-
-def _queued_without_labels(project: Project, report: AggregateReport) -> None:
-    """Queued items that have no labels yet are in the report too."""
-    waiting = Item.objects.filter(project=project, queue_entry__isnull=False).filter(
-        ~Q(external_id__in=list(report.items)) if len(report.items) < 50_000 else Q()
-    )
-    for external_id, state in waiting.values_list("external_id", "state"):
-        report.items.setdefault(
-            external_id,
-            {"label": None, "confidence": None, "state": state or "queued", "n_labels": 0},
-        )
-
-
-def _name(labeller: Labeller) -> str:
-    return labeller.worker_id or (labeller.user.username if labeller.user else str(labeller.pk))
 
 
 def _nan_to_none(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 6)
 
 
+def _labellers(pks: list[int]) -> dict[int, tuple[str, str]]:
+    """(status, report name) of each labeller: worker id, else username, else id."""
+    found: dict[int, tuple[str, str]] = {}
+    for chunk in _chunks(pks):
+        rows = Labeller.objects.filter(pk__in=chunk).values_list(
+            "pk", "status", "worker_id", "user__username"
+        )
+        found.update((pk, (status, worker or user or str(pk))) for pk, status, worker, user in rows)
+    return found
+
+
+def _labeller_row(pk: int, code: int, reliability: LabellerReliability) -> dict[str, Any]:
+    """A labeller's new figures, by Labeller field."""
+    return {
+        "id": pk,
+        "n_labels": int(reliability.n_labels[code]),
+        "accuracy": _nan_to_none(reliability.expected_accuracy[code]),
+        "gold_accuracy": _nan_to_none(reliability.gold.accuracy[code]),
+        "gold_answers": int(reliability.gold.n_gold[code]),
+        "agreement": _nan_to_none(reliability.agreement.kappa[code]),
+        "flags": reliability.flags_of(code),
+    }
+
+
 def _store_labellers(
-    project: Project, arrays: LabelArrays, reliability: Any, report: AggregateReport
-) -> None:
-    now = timezone.now()
-    found = Labeller.objects.filter(pk__in=arrays.labeller_ids.tolist()).select_related("user")
-    labellers = {labeller.pk: labeller for labeller in found}
-    paused: list[Labeller] = []
+    project: Project, arrays: LabelArrays, reliability: LabellerReliability,
+    report: AggregateReport,
+) -> None:  # fmt: skip
+    """Store every labeller's figures and flags; pause the flagged ones."""
+    known = _labellers(arrays.labeller_ids.tolist())
+    rows: list[tuple[Any, ...]] = []
+    paused: list[tuple[int, list[str]]] = []
     for code, pk in enumerate(arrays.labeller_ids.tolist()):
-        labeller = labellers[pk]
-        flags = reliability.flags_of(code)
-        labeller.n_labels = int(reliability.n_labels[code])
-        labeller.accuracy = _nan_to_none(reliability.expected_accuracy[code])
-        labeller.gold_accuracy = _nan_to_none(reliability.gold.accuracy[code])
-        labeller.gold_answers = int(reliability.gold.n_gold[code])
-        labeller.agreement = _nan_to_none(reliability.agreement.kappa[code])
-        labeller.flags, labeller.reliability_at = flags, now
-        if labeller.status == Labeller.Status.ACTIVE and PAUSING_FLAGS & set(flags):
-            labeller.status = Labeller.Status.PAUSED
-            paused.append(labeller)
-        report.labellers[_name(labeller)] = {
-            "n_labels": labeller.n_labels,
-            "accuracy": labeller.accuracy,
-            "gold_accuracy": labeller.gold_accuracy,
-            "flags": flags,
-            "status": labeller.status,
-        }
-    Labeller.objects.bulk_update(
-        labellers.values(),
-        ["n_labels", "accuracy", "gold_accuracy", "gold_answers", "agreement", "flags",
-         "reliability_at", "status"],
-        batch_size=1000,
-    )  # fmt: skip
+        status, name = known[pk]
+        row = _labeller_row(pk, code, reliability)
+        if status == Labeller.Status.ACTIVE and PAUSING_FLAGS & set(row["flags"]):
+            status = Labeller.Status.PAUSED
+            paused.append((pk, row["flags"]))
+        rows.append((*row.values(), str(status)))
+        report.labellers[name] = {
+            "n_labels": row["n_labels"], "accuracy": row["accuracy"],
+            "gold_accuracy": row["gold_accuracy"], "flags": row["flags"], "status": status,
+        }  # fmt: skip
+    _write_labellers(rows)
     LabellerDecision.objects.bulk_create(
         [
             LabellerDecision(
-                labeller=labeller, kind=LabellerDecision.Kind.PAUSE,
-                reason=f"paused automatically, flagged {', '.join(labeller.flags)}; "
-                "an engineer decides",
+                labeller_id=pk, kind=LabellerDecision.Kind.PAUSE,
+                reason=f"paused automatically, flagged {', '.join(flags)}; an engineer decides",
             )
-            for labeller in paused
+            for pk, flags in paused
         ]
     )  # fmt: skip
 
 
+def _write_labellers(rows: list[tuple[Any, ...]]) -> None:
+    """Update the labellers from (id, n_labels, accuracy, …, flags, status) rows."""
+    columns = [
+        "id bigint", "n_labels integer", "accuracy double precision",
+        "gold_accuracy double precision", "gold_answers integer", "agreement double precision",
+        f"flags {_json_type()}", "status varchar(20)",
+    ]  # fmt: skip
+    # flags as JSONField writes them.
+    rows = [(*row[:6], json.dumps(row[6]), row[7]) for row in rows]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    fields = [column.split()[0] for column in columns[1:]]
+    with connection.cursor() as cursor:
+        _temp_table(cursor, LABELLERS_OUT, columns, rows)
+        cursor.execute(
+            f"UPDATE {LABELLER} SET {', '.join(f'{f} = t.{f}' for f in fields)}, "
+            f"reliability_at = %s FROM {LABELLERS_OUT} t WHERE {LABELLER}.id = t.id",
+            [now],
+        )
+        cursor.execute(f"DROP TABLE {LABELLERS_OUT}")
+
+
 def state_counts(project: Project) -> dict[str, int]:
     """How many items are in each labelling state."""
-    states = Item.objects.filter(project=project).exclude(state="").values_list("state", flat=True)
-    return dict(Counter(states))
+    states = Item.objects.filter(project=project).exclude(state="").order_by().values_list("state")
+    return dict(states.annotate(n=Count("pk")).values_list("state", "n"))
 
 
 def _debounce_key(project_id: int) -> str:
