@@ -66,7 +66,7 @@ def predictions_import(
 ) -> ImportResult:
     """Import a prediction file; on any error raise InvalidInput and write nothing."""
     # One import per project at a time: the checks against existing rows then stay true.
-    Project.objects.select_for_update().get(pk=project.pk)
+    Project.objects.select_for_update(no_key=True).get(pk=project.pk)
     fresh = not project.items.exists()
     log = ErrorLog()
     # On any error the transaction rolls back, and the staging table with it.

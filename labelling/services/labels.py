@@ -121,7 +121,7 @@ def _existing_labels(item_ids: list[int]) -> dict[tuple[int, int], str]:
 @transaction.atomic
 def labels_import(*, project: Project, stream: IO[bytes], fmt: str) -> LabelImportResult:
     """Record labels collected elsewhere; on any error write nothing."""
-    Project.objects.select_for_update().get(pk=project.pk)
+    Project.objects.select_for_update(no_key=True).get(pk=project.pk)
     log = ErrorLog()
     rows = _unique_rows(iter_label_rows(stream, fmt, project.labels, log), log)
     log.raise_if_any(FAILED)

@@ -40,8 +40,19 @@ def _lease_seconds() -> int:
 
 
 def _next_entry_id(project: Project, labeller: Labeller) -> int | None:
-    """The most urgent queue entry still wanting a label this labeller has not given or skipped."""
-    lock = " FOR UPDATE OF q SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    """The most urgent queue entry still wanting a label this labeller has not given or skipped.
+
+    On PostgreSQL, entries another transaction holds locked are skipped, so labellers never queue
+    behind each other; if only locked entries are left, wait for them rather than answer
+    "nothing left" to a labeller an item still wants (the row is checked again once unlocked).
+    """
+    if connection.vendor != "postgresql":
+        return _entry_query(project, labeller, "")
+    found = _entry_query(project, labeller, " FOR UPDATE OF q SKIP LOCKED")
+    return found if found is not None else _entry_query(project, labeller, " FOR UPDATE OF q")
+
+
+def _entry_query(project: Project, labeller: Labeller, lock: str) -> int | None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT q.id FROM {ENTRY} q JOIN {ITEM} i ON i.id = q.item_id "
@@ -120,7 +131,9 @@ def lease_next(*, project: Project, labeller: Labeller) -> Lease | None:
 def _lease_for(lease_id: int, user: Any) -> Lease:
     """The user's lease, locked; someone else's lease is not found."""
     lease = (
-        Lease.objects.select_for_update()
+        # Only the lease row: locking the joined project and labeller would queue every answer
+        # of the project behind each other.
+        Lease.objects.select_for_update(of=("self",))
         .select_related("project", "labeller")
         .filter(pk=lease_id, labeller__user=user, labeller__user__isnull=False)
         .first()
@@ -292,7 +305,8 @@ def leases_expire(*, project: Project | None = None, now: Any = None) -> int:
     Lease.objects.filter(pk__in=[pk for pk, _, _ in expired]).update(
         state=Lease.State.EXPIRED, closed_at=now
     )
-    for item_id, n in Counter(item for _, item, gold in expired if not gold).items():
+    # Item order, as everywhere queue entries are written, so that two writers never deadlock.
+    for item_id, n in sorted(Counter(item for _, item, gold in expired if not gold).items()):
         QueueEntry.objects.filter(item_id=item_id).update(open_leases=F("open_leases") - n)
     return len(expired)
 

@@ -12,7 +12,7 @@ from labelling.spec import ProjectSpec
 @transaction.atomic
 def project_create_or_update(*, spec: ProjectSpec) -> tuple[Project, bool]:
     """Create the project a spec describes, or update it in place; say whether it is new."""
-    project = Project.objects.select_for_update().filter(slug=spec.slug).first()
+    project = Project.objects.select_for_update(no_key=True).filter(slug=spec.slug).first()
     if project is None:
         return Project.objects.create(**spec.model_fields()), True
     if list(spec.labels) != project.labels and project.items.exists():

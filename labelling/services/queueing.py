@@ -172,7 +172,7 @@ def queue_select(
     user: Any = None,
 ) -> QueueResult:
     """Queue the project's predictions that need people, by the given or the current policy."""
-    Project.objects.select_for_update().get(pk=project.pk)
+    Project.objects.select_for_update(no_key=True).get(pk=project.pk)
     started = time.perf_counter()
     chosen = (
         parse_policy(policy.as_json(), budget=budget)

@@ -26,7 +26,7 @@ def project_threshold_set(
             "invalid threshold",
             errors=[InputError(f"must be in (0, 1], got {threshold!r}", field="threshold")],
         )
-    locked = Project.objects.select_for_update().get(pk=project.pk)
+    locked = Project.objects.select_for_update(no_key=True).get(pk=project.pk)
     basis = operating_point_basis(locked, model_version, threshold) if model_version else {}
     change = ThresholdChange.objects.create(
         project=locked,
