@@ -503,3 +503,50 @@ def test_anonymous_requests_are_refused(split: Project) -> None:
         401,
         403,
     )
+
+
+# ---- the pages ----
+
+
+def logged_in(project: Project, name: str, role: Role) -> object:
+    from django.test import Client
+
+    labeller, _ = labeller_create(project=project, username=name, role=role)
+    client = Client()
+    client.force_login(labeller.user)
+    return client
+
+
+@pytest.mark.parametrize("role", [Role.EXPERT, Role.ENGINEER])
+def test_the_review_page_opens_for_experts_and_engineers(split: Project, role: Role) -> None:
+    response = logged_in(split, "reviewer", role).get("/review/pet-match/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "every reason (3 open)" in html and "low_confidence (3 open)" in html
+    assert 'data-key="1"' in html and "js/review.js" in html and "js/item.js" in html
+
+
+def test_the_review_page_refuses_a_crowd_labeller_and_hides_other_projects(
+    split: Project, make_project: Callable[..., Project]
+) -> None:
+    crowd_page = logged_in(split, "cora", Role.CROWD).get("/review/pet-match/")
+    other = make_project(slug="other")
+    outsider = logged_in(other, "otto", Role.EXPERT).get("/review/pet-match/")
+
+    assert crowd_page.status_code == 403 and outsider.status_code == 404
+
+
+def test_the_dashboard_shows_the_expert_figures(split: Project) -> None:
+    ezra = user(split, "ezra")
+    a, b, _ = escalation_queue(split)
+    escalation_resolve(escalation_id=a.pk, user=ezra, decision=Decision("label", "match"))
+    escalation_resolve(
+        escalation_id=b.pk, user=ezra, decision=Decision("send_back", note="define a vet")
+    )
+
+    html = logged_in(split, "erin", Role.ENGINEER).get("/projects/pet-match/").content.decode()
+
+    assert "Expert review" in html and "2 escalations resolved" in html
+    assert "overruled the crowd" in html and "define a vet" in html
+    assert "<td>low_confidence</td><td>1</td>" in html
