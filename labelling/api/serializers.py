@@ -304,7 +304,7 @@ class EscalationOutput(serializers.Serializer):
         source="escalation.lease_expires_at", allow_null=True
     )
     item = ReviewItemOutput()
-    labels = CrowdLabelOutput(many=True)  # type: ignore[assignment]
+    labels = CrowdLabelOutput(many=True)
     prediction = ReviewPredictionOutput(allow_null=True)
     consensus = ReviewConsensusOutput(allow_null=True)
     notes = NoteOutput(many=True)

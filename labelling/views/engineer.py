@@ -14,8 +14,8 @@ from core.permissions import ENGINEERS
 from labelling import selectors
 from labelling.forms import ApplyThresholdForm, ThresholdGoalsForm
 from labelling.models import Project
-from labelling.review import review_statistics
 from labelling.rendering import curve_points, histogram_bars, payload_fields
+from labelling.review import review_statistics
 from labelling.services.thresholds import project_threshold_set
 from labelling.thresholding import Goals, threshold_report
 

@@ -146,7 +146,9 @@ def test_gold_conflicts_reach_the_queue(make_project: Callable[..., Project]) ->
     project = make_project(escalation={"audit_fraction": 0})
     predict(project, {"g": 0.9})
     gold_import(
-        project=project, stream=io.BytesIO(b'{"external_id": "g", "label": "no_match"}'), fmt="jsonl"
+        project=project,
+        stream=io.BytesIO(b'{"external_id": "g", "label": "no_match"}'),
+        fmt="jsonl",
     )
     crowd(project, {"g": ["match", "match", "match"]})
 
@@ -324,7 +326,7 @@ def test_a_repeated_decision_is_answered_as_before_and_a_different_one_refused(
 
 def test_statistics_count_open_resolved_and_overruled(split: Project) -> None:
     ezra = user(split, "ezra")
-    a, b, c = escalation_queue(split)
+    a, b, _ = escalation_queue(split)
     escalation_resolve(escalation_id=a.pk, user=ezra, decision=Decision("label", "match"))
     escalation_resolve(escalation_id=b.pk, user=ezra, decision=Decision("label", "no_match"))
 
@@ -455,8 +457,9 @@ def test_next_leases_one_at_a_time_and_says_204_when_done(
     for _ in range(3):
         response = expert_api.get("/api/v1/projects/pet-match/escalations/next")
         assert response.status_code == 200
-        assert expert_api.get("/api/v1/projects/pet-match/escalations/next").json()["id"] == (
-            response.json()["id"]
+        assert (
+            expert_api.get("/api/v1/projects/pet-match/escalations/next").json()["id"]
+            == (response.json()["id"])
         )
         seen.append(response.json()["item"]["external_id"])
         pk = response.json()["id"]
