@@ -38,6 +38,7 @@ def review_page(request: HttpRequest, slug: str) -> HttpResponse:
         "project": project,
         "instructions": instructions_html(project.instructions),
         "buttons": buttons,
+        "keys_are_labels": all(b.key == b.label for b in buttons),
         "open_total": sum(counts.values()),
         "reasons": list(counts.items()),
         "config": config,

@@ -218,6 +218,7 @@
     if (result.status === 200) {
       state.done += 1;
       el.done.textContent = String(state.done);
+      el.note.value = "";
       notify("Item " + escalation.item.external_id + ": " + what + ".", "info");
       return loadNext();
     }

@@ -106,6 +106,7 @@ def test_an_expert_resolves_three_and_removes_one_with_the_keyboard(
     page.keyboard.press("r")
     expect(page.locator("#empty")).to_be_visible()
     expect(page.locator("#done-count")).to_have_text("4")
+    expect(page.locator("#note")).to_have_value("")
 
     states = dict(Item.objects.values_list("external_id", "state"))
     assert states == {"e0": "resolved", "e1": "resolved", "e2": "resolved", "e3": "removed"}
