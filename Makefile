@@ -62,6 +62,7 @@ bench: $(VENV)/.dev
 		psql "$(dir $(BENCH_DATABASE_URL))postgres" -qc "CREATE DATABASE $(notdir $(BENCH_DATABASE_URL))"
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/ingest.py --rows $${BENCH_ROWS:-1000000} --runs $${BENCH_RUNS:-3}
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/queue.py --rows $${BENCH_ROWS:-1000000} --runs $${BENCH_RUNS:-3}
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/review.py
 	PYTHONPATH=. $(BIN)/python benchmarks/select_numerics.py
 	PYTHONPATH=. $(BIN)/python benchmarks/aggregate_numerics.py
 

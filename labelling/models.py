@@ -26,6 +26,10 @@ class Project(TimestampedModel):
     target_confidence = models.FloatField(default=0.95)
     gold_rate = models.FloatField(default=0.1)
     escalation_below_confidence = models.FloatField(default=0.8)
+    # The share of auto-approved items an expert audits, drawn per item (see consensus).
+    escalation_audit_fraction = models.FloatField(default=0.02, db_default=0.02)
+    # label → weight of a mistake on it; an escalation's priority is scaled by it.
+    escalation_harm_weights = models.JSONField(default=dict, blank=True, db_default={})
 
     class Meta:
         ordering = ["slug"]
@@ -75,6 +79,9 @@ class Item(models.Model):
     # The known answer of a gold item (import_gold); never shown to crowd labellers.
     gold_label = models.CharField(max_length=100, blank=True, default="", db_default="")
     gold_set_at = models.DateTimeField(null=True, blank=True)
+    # The expert's final answer for a resolved item (its label source is then `expert`); the
+    # decision itself (who, when, note) is the item's resolved Escalation.
+    expert_label = models.CharField(max_length=100, blank=True, default="", db_default="")
 
     class Meta:
         constraints = [
@@ -349,36 +356,86 @@ class Consensus(models.Model):
 
 
 class Escalation(models.Model):
-    """An item the crowd could not settle, waiting for an expert."""
+    """An item the crowd could not settle, waiting for an expert, and the expert's decision."""
 
     class Reason(models.TextChoices):
         LOW_CONFIDENCE = "low_confidence"
         GOLD_CONFLICT = "gold_conflict"
         AUDIT = "audit"
 
+    class Resolution(models.TextChoices):
+        """What the expert decided: a final label, removal, another crowd round, a gold answer."""
+
+        LABEL = "label"
+        REMOVE = "remove"
+        SEND_BACK = "send_back"
+        GOLD = "gold"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="escalations")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="escalations")
     reason = models.CharField(max_length=30, choices=Reason.choices)
-    # Higher is more urgent.
+    # Higher is more urgent: model uncertainty and crowd disagreement, scaled by harm.
     priority = models.FloatField(default=0.0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The expert reviewing it now (a lease, like crowd work), until the lease expires.
+    leased_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     resolution = models.CharField(max_length=100, blank=True, default="")
+    # The expert's label (label and gold resolutions), and the crowd's answer it replaced.
+    label = models.CharField(max_length=100, blank=True, default="", db_default="")
+    crowd_label = models.CharField(max_length=100, blank=True, default="", db_default="")
     note = models.TextField(blank=True, default="")
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["item"], condition=Q(resolved_at__isnull=True), name="escalation_one_open"
-            )
+            ),
+            # An expert holds one open escalation of a project at a time.
+            models.UniqueConstraint(
+                fields=["project", "leased_to"],
+                condition=Q(resolved_at__isnull=True, leased_to__isnull=False),
+                name="escalation_one_held",
+            ),
+            models.CheckConstraint(
+                condition=Q(leased_to__isnull=True, lease_expires_at__isnull=True)
+                | Q(leased_to__isnull=False, lease_expires_at__isnull=False),
+                name="escalation_lease_complete",
+            ),
         ]
-        indexes = [models.Index(fields=["project", "-priority"], name="escalation_priority")]
+        indexes = [
+            models.Index(fields=["project", "-priority"], name="escalation_priority"),
+            models.Index(
+                fields=["project", "-priority", "id"],
+                condition=Q(resolved_at__isnull=True),
+                name="escalation_open_priority",
+            ),
+            models.Index(
+                fields=["project", "resolved_at"],
+                condition=Q(resolved_at__isnull=False),
+                name="escalation_resolved",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.item_id} ({self.reason})"
+
+    @property
+    def overruled(self) -> bool | None:
+        """Whether the expert's label differs from the crowd's (None: no label or no crowd)."""
+        if not self.label or not self.crowd_label:
+            return None
+        return self.label != self.crowd_label
 
 
 class LabellerDecision(models.Model):

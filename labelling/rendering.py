@@ -113,6 +113,8 @@ def series_points(values: list[float], width: float = 480, height: float = 160) 
 
 # The labelling page's own keys; a label that is one of them cannot be its own shortcut.
 CONTROL_KEYS = frozenset({"s", "u", "?"})
+# The review page's: remove, send back, gold, note, instructions.
+REVIEW_KEYS = frozenset({"r", "b", "g", "n", "?"})
 _BULLET = re.compile(r"^\s*[-*+]\s+(.*)$")
 _INLINE = (
     (re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"),
@@ -128,10 +130,13 @@ class LabelButton:
     key: str
 
 
-def label_buttons(labels: list[str]) -> list[LabelButton]:
-    """Shortcuts: the label itself when every label is one character, else 1…9 then 0."""
+def label_buttons(
+    labels: list[str], control_keys: frozenset[str] = CONTROL_KEYS
+) -> list[LabelButton]:
+    """Shortcuts: the label itself when every label is one character (and none is one of the
+    page's own `control_keys`), else 1…9 then 0."""
     single = all(len(label) == 1 for label in labels)
-    if single and not CONTROL_KEYS & {label.lower() for label in labels}:
+    if single and not control_keys & {label.lower() for label in labels}:
         return [LabelButton(label, label) for label in labels]
     keys = [*"123456789", "0"]
     return [LabelButton(label, keys[i] if i < 10 else "") for i, label in enumerate(labels)]

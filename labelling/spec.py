@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "instructions": "",
     "overlap": {"min": 3, "max": 5, "target_confidence": 0.95},
     "gold_rate": 0.1,
-    "escalation": {"below_confidence": 0.8},
+    "escalation": {"below_confidence": 0.8, "audit_fraction": 0.02, "harm_weights": {}},
 }
 TOP_LEVEL_FIELDS = {"slug", "name", "labels", "positive_label", *DEFAULTS}
 
@@ -40,11 +40,15 @@ class ProjectSpec:
     target_confidence: float
     gold_rate: float
     escalation_below_confidence: float
+    escalation_audit_fraction: float = 0.02
+    # label → how much a mistake on an item of that label costs (missing labels weigh 1).
+    escalation_harm_weights: dict[str, float] | None = None
 
     def model_fields(self) -> dict[str, Any]:
         """The spec as Project model field values."""
         fields = asdict(self)
         fields["labels"] = list(self.labels)
+        fields["escalation_harm_weights"] = dict(self.escalation_harm_weights or {})
         return fields
 
 
@@ -116,6 +120,20 @@ def _labels(check: _Checker, value: object) -> tuple[str, ...]:
     return labels
 
 
+def _harm_weights(check: _Checker, value: object, labels: tuple[str, ...]) -> dict[str, float]:
+    """escalation.harm_weights: an object of label → a weight in (0, 1000]."""
+    field = "escalation.harm_weights"
+    if not isinstance(value, dict):
+        check.fail(field, "must be an object of label → weight")
+        return {}
+    for label in sorted(set(value) - set(labels)):
+        check.fail(f"{field}.{label}", "is not one of the labels")
+    return {
+        str(label): check.number(weight, f"{field}.{label}", 0, 1000, open_low=True)
+        for label, weight in value.items()
+    }
+
+
 def parse_spec(data: object) -> ProjectSpec:
     """Validate a project spec and fill in its defaults; raise InvalidInput naming every problem."""
     check = _Checker()
@@ -140,7 +158,9 @@ def parse_spec(data: object) -> ProjectSpec:
     if labels and positive not in labels:
         check.fail("positive_label", f"{positive!r} is not one of the labels")
     overlap = check.section(data, "overlap", {"min", "max", "target_confidence"})
-    escalation = check.section(data, "escalation", {"below_confidence"})
+    escalation = check.section(
+        data, "escalation", {"below_confidence", "audit_fraction", "harm_weights"}
+    )
     spec = ProjectSpec(
         slug=slug,
         name=check.text(data.get("name", slug), "name", 200) or slug,
@@ -161,6 +181,10 @@ def parse_spec(data: object) -> ProjectSpec:
         escalation_below_confidence=check.number(
             escalation["below_confidence"], "escalation.below_confidence", 0, 1, open_low=False
         ),
+        escalation_audit_fraction=check.number(
+            escalation["audit_fraction"], "escalation.audit_fraction", 0, 1, open_low=False
+        ),
+        escalation_harm_weights=_harm_weights(check, escalation["harm_weights"], labels),
     )
     if spec.overlap_max < spec.overlap_min:
         check.fail("overlap.max", f"must be at least overlap.min ({spec.overlap_min})")

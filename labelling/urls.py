@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labelling.views import crowd, engineer, team
+from labelling.views import crowd, engineer, review, team
 
 urlpatterns = [
     path("", engineer.home, name="home"),
@@ -15,5 +15,6 @@ urlpatterns = [
         name="labeller-detail",
     ),
     path("label/<slug:slug>/", crowd.label_page, name="label-page"),
+    path("review/<slug:slug>/", review.review_page, name="review-page"),
     path("join/<str:token>/", team.join, name="join"),
 ]

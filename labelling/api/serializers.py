@@ -208,3 +208,157 @@ class DecisionOutput(serializers.Serializer):
     labels_voided = serializers.IntegerField()
     items_reopened = serializers.IntegerField()
     created_at = serializers.DateTimeField()
+
+
+class EscalationQueryInput(serializers.Serializer):
+    """Which escalations to list: one reason or all, and a page of them."""
+
+    reason = serializers.ChoiceField(
+        choices=["low_confidence", "gold_conflict", "audit"], required=False
+    )
+    limit = serializers.IntegerField(default=50, min_value=1, max_value=500)
+    offset = serializers.IntegerField(default=0, min_value=0)
+
+
+class EscalationNextInput(serializers.Serializer):
+    """Lease the next escalation, of one reason or any."""
+
+    reason = serializers.ChoiceField(
+        choices=["low_confidence", "gold_conflict", "audit"], required=False
+    )
+
+
+class ReviewItemOutput(serializers.Serializer):
+    """The item as the expert sees it: what labellers see, its state and gold answer."""
+
+    external_id = serializers.CharField()
+    payload = serializers.JSONField()
+    state = serializers.CharField()
+    gold_label = serializers.CharField()
+
+
+class ReviewPredictionOutput(serializers.Serializer):
+    """The model's latest prediction for the item."""
+
+    model_version = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
+    confidence = serializers.FloatField()
+    probabilities = serializers.DictField(child=serializers.FloatField(), allow_null=True)
+
+
+class ReviewConsensusOutput(serializers.Serializer):
+    """The crowd's consensus: its answer and the posterior over every label."""
+
+    label = serializers.CharField()  # type: ignore[assignment]
+    confidence = serializers.FloatField()
+    posterior = serializers.DictField(child=serializers.FloatField(), allow_null=True)
+    agreement = serializers.FloatField(allow_null=True)
+    n_labels = serializers.IntegerField()
+    method = serializers.CharField()
+
+
+class ReliabilityOutput(serializers.Serializer):
+    """A labeller's reliability figures from the last aggregation."""
+
+    n_labels = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+    gold_accuracy = serializers.FloatField(allow_null=True)
+    agreement = serializers.FloatField(allow_null=True)
+    flags = serializers.ListField(child=serializers.CharField())
+    status = serializers.CharField()
+
+
+class CrowdLabelOutput(serializers.Serializer):
+    """One crowd label of the item, with its labeller's reliability."""
+
+    labeller_id = serializers.IntegerField()
+    labeller = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
+    created_at = serializers.DateTimeField()
+    duration_ms = serializers.IntegerField(allow_null=True)
+    reliability = ReliabilityOutput()
+
+
+class NoteOutput(serializers.Serializer):
+    """An earlier expert decision on the item."""
+
+    at = serializers.DateTimeField()
+    by = serializers.CharField()
+    reason = serializers.CharField()
+    resolution = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
+    note = serializers.CharField()
+
+
+class EscalationOutput(serializers.Serializer):
+    """An escalation and the evidence an expert decides it on."""
+
+    id = serializers.IntegerField(source="escalation.pk")
+    reason = serializers.CharField(source="escalation.reason")
+    priority = serializers.FloatField(source="escalation.priority")
+    created_at = serializers.DateTimeField(source="escalation.created_at")
+    leased_to = serializers.CharField(
+        source="escalation.leased_to.username", allow_null=True, default=None
+    )
+    lease_expires_at = serializers.DateTimeField(
+        source="escalation.lease_expires_at", allow_null=True
+    )
+    item = ReviewItemOutput()
+    labels = CrowdLabelOutput(many=True)
+    prediction = ReviewPredictionOutput(allow_null=True)
+    consensus = ReviewConsensusOutput(allow_null=True)
+    notes = NoteOutput(many=True)
+
+
+class EscalationListOutput(serializers.Serializer):
+    """A page of the escalation queue, most urgent first."""
+
+    count = serializers.IntegerField()
+    next = serializers.CharField(allow_null=True)
+    results = EscalationOutput(many=True)
+
+
+class ResolveInput(serializers.Serializer):
+    """An expert's decision: `{"label": …}` sets the final label; `action` says otherwise."""
+
+    action = serializers.ChoiceField(
+        choices=["label", "remove", "send_back", "gold"],
+        required=False,
+        help_text="label (default when `label` is given), remove, send_back (needs a note), "
+        "gold (needs a label: the item becomes a gold check).",
+    )
+    label = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")  # type: ignore[assignment]
+    note = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if "action" not in data:
+            if not data["label"]:
+                raise serializers.ValidationError(
+                    {"label": "give the final label, or an action (remove, send_back, gold)"}
+                )
+            data["action"] = "label"
+        return data
+
+
+class ResolvedItemOutput(serializers.Serializer):
+    external_id = serializers.CharField()
+    state = serializers.CharField()
+
+
+class ResolveOutput(serializers.Serializer):
+    """A recorded expert decision."""
+
+    id = serializers.IntegerField()
+    reason = serializers.CharField()
+    resolution = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
+    label_source = serializers.SerializerMethodField()
+    crowd_label = serializers.CharField()
+    overruled = serializers.BooleanField(allow_null=True)
+    note = serializers.CharField()
+    resolved_by = serializers.CharField(source="resolved_by.username")
+    resolved_at = serializers.DateTimeField()
+    item = ResolvedItemOutput()
+
+    def get_label_source(self, escalation: Any) -> str | None:
+        return "expert" if escalation.label else None

@@ -40,5 +40,20 @@ urlpatterns = [
         views.LabellerBlockView.as_view(),
         name="api-labeller-block",
     ),
+    path(
+        "projects/<slug:slug>/escalations",
+        views.EscalationListView.as_view(),
+        name="api-escalations",
+    ),
+    path(
+        "projects/<slug:slug>/escalations/next",
+        views.EscalationNextView.as_view(),
+        name="api-escalation-next",
+    ),
+    path(
+        "escalations/<int:escalation_id>/resolve",
+        views.EscalationResolveView.as_view(),
+        name="api-escalation-resolve",
+    ),
     path("jobs/<int:job_id>", views.JobDetailView.as_view(), name="api-job-detail"),
 ]

@@ -18,11 +18,15 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from core.exceptions import InputError, InvalidInput
-from core.permissions import ENGINEERS, LABELLERS
+from core.permissions import ENGINEERS, LABELLERS, REVIEWERS
 from labelling.api.serializers import (
     ERROR_SCHEMA,
     DecisionInput,
     DecisionOutput,
+    EscalationListOutput,
+    EscalationNextInput,
+    EscalationOutput,
+    EscalationQueryInput,
     ImportResultOutput,
     InvitationInput,
     InvitationOutput,
@@ -33,11 +37,14 @@ from labelling.api.serializers import (
     PredictionUploadInput,
     QueueInput,
     QueueResultOutput,
+    ResolveInput,
+    ResolveOutput,
     TaskOutput,
 )
 from labelling.importing.rows import detect_format
 from labelling.models import Prediction, Project
 from labelling.policy import parse_policy
+from labelling.review import escalation_evidence, escalation_for_user, escalation_queue
 from labelling.selectors import (
     job_for_user,
     labeller_for,
@@ -56,6 +63,7 @@ from labelling.services.leasing import (
     lease_skip,
 )
 from labelling.services.queueing import queue_select
+from labelling.services.review import Decision, escalation_lease, escalation_resolve
 
 
 def _json_line(row: object) -> bytes:
@@ -335,3 +343,78 @@ class LabellerBlockView(LabellerDecisionView):
 
     def apply(self, labeller: Any, user: Any, data: dict[str, Any]) -> Any:
         return labeller_block(labeller=labeller, user=user, reason=data["reason"])
+
+
+class EscalationListView(APIView):
+    """The project's open escalations, most urgent first, with every crowd label, the labellers'
+    reliability, the consensus posterior and the model's prediction."""
+
+    @extend_schema(
+        operation_id="escalations_list",
+        parameters=[EscalationQueryInput],
+        responses={200: EscalationListOutput, **ERRORS},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_for_user(user=request.user, slug=slug, roles=REVIEWERS)
+        form = EscalationQueryInput(data=request.query_params)
+        form.is_valid(raise_exception=True)
+        reason, limit, offset = (form.validated_data.get(k) for k in ("reason", "limit", "offset"))
+        queue = escalation_queue(project, reason).select_related("project", "leased_to")
+        page = list(queue[offset : offset + limit])
+        count = queue.count()
+        more = offset + limit < count
+        body = {
+            "count": count,
+            "next": self._next_url(request, offset + limit) if more else None,
+            "results": escalation_evidence(page),
+        }
+        return Response(EscalationListOutput(body).data)
+
+    def _next_url(self, request: Request, offset: int) -> str:
+        query = request.query_params.copy()
+        query["offset"] = str(offset)
+        return f"{request.path}?{query.urlencode()}"
+
+
+class EscalationNextView(APIView):
+    """Lease the most urgent open escalation to this expert (the one they hold comes back
+    first): `204` when none is left. Two experts never hold the same escalation."""
+
+    @extend_schema(
+        operation_id="escalation_next",
+        parameters=[EscalationNextInput],
+        responses={
+            200: EscalationOutput,
+            204: OpenApiResponse(description="No escalation waits"),
+            **ERRORS,
+        },
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_for_user(user=request.user, slug=slug, roles=REVIEWERS)
+        form = EscalationNextInput(data=request.query_params)
+        form.is_valid(raise_exception=True)
+        escalation = escalation_lease(
+            project=project, user=request.user, reason=form.validated_data.get("reason")
+        )
+        if escalation is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(EscalationOutput(escalation_evidence([escalation])[0]).data)
+
+
+class EscalationResolveView(APIView):
+    """The expert's final decision: `{"label": "match", "note": "…"}`, `{"action": "remove"}`,
+    `{"action": "send_back", "note": "…"}` or `{"action": "gold", "label": "match"}`."""
+
+    @extend_schema(
+        operation_id="escalation_resolve",
+        request=ResolveInput,
+        responses={200: ResolveOutput, 409: OpenApiResponse(ERROR_SCHEMA), **ERRORS},
+    )
+    def post(self, request: Request, escalation_id: int) -> Response:
+        escalation_for_user(user=request.user, escalation_id=escalation_id, roles=REVIEWERS)
+        form = ResolveInput(data=request.data)
+        form.is_valid(raise_exception=True)
+        resolved = escalation_resolve(
+            escalation_id=escalation_id, user=request.user, decision=Decision(**form.validated_data)
+        )
+        return Response(ResolveOutput(resolved).data)

@@ -32,11 +32,13 @@ from labelling.models import (
     Label,
     Labeller,
     LabellerDecision,
+    Prediction,
     Project,
     QueueEntry,
 )
 from labelling.numerics.aggregation import dawid_skene, label_counts
 from labelling.numerics.agreement import agreement_summary, item_agreement
+from labelling.numerics.priority import audit_draw, escalation_priority
 from labelling.numerics.reliability import LabellerReliability, labeller_reliability
 
 logger = logging.getLogger("quorum.consensus")
@@ -127,6 +129,9 @@ class ItemFacts:
     state: np.ndarray
     # 1 for a queue entry still collecting labels, 0 for one that has enough, -1 for none.
     collecting: np.ndarray
+    # The labels the queue entry asks for (0 without one): an expert's send-back raises it.
+    needed: np.ndarray
+    # Known answers by item code: gold answers, and the expert's label of a resolved item.
     gold: dict[int, int]
     # Queued items without labels, in id order, and their states.
     waiting: np.ndarray
@@ -237,15 +242,18 @@ def _codes_of(item_ids: np.ndarray, pks: np.ndarray) -> np.ndarray:
 
 
 def _item_codes(project: Project, where: str, params: Sequence[Any]) -> np.ndarray:
-    """(id, state, queue entry, gold class) codes of the items `where` picks (SQL on `i`)."""
+    """(id, state, queue entry, known answer, needed) codes of the items `where` picks (SQL on
+    `i`). The known answer is the gold answer, else the expert's: both are clamped alike."""
     state, state_params = _case("i.state", STATES, 0)
-    # -1 for no gold answer, -2 for one outside the label set.
-    gold, gold_params = _case("i.gold_label", ["", *project.labels], -1)
+    # -1 for no known answer, -2 for one outside the label set.
+    known = "COALESCE(NULLIF(i.gold_label, ''), i.expert_label)"
+    gold, gold_params = _case(known, ["", *project.labels], -1)
     return _integer_rows(
         f"SELECT i.id, {state}, CASE WHEN q.id IS NULL THEN -1 WHEN q.collecting THEN 1 ELSE 0 "
-        f"END, {gold} - 1 FROM {ITEM} i LEFT JOIN {QUEUE} q ON q.item_id = i.id WHERE {where}",
+        f"END, {gold} - 1, COALESCE(q.needed, 0) FROM {ITEM} i "
+        f"LEFT JOIN {QUEUE} q ON q.item_id = i.id WHERE {where}",
         [*state_params, *gold_params, *params],
-        4,
+        5,
     )
 
 
@@ -267,6 +275,7 @@ def _item_facts(project: Project, item_ids: np.ndarray) -> ItemFacts:
     return ItemFacts(
         state=np.array(STATES, dtype=object)[labelled[:, 1]],
         collecting=labelled[:, 2],
+        needed=labelled[:, 4],
         gold=dict(zip(gold.tolist(), labelled[gold, 3].tolist(), strict=True)),
         waiting=waiting[:, 0],
         waiting_state=np.array(STATES, dtype=object)[waiting[:, 1]],
@@ -274,12 +283,13 @@ def _item_facts(project: Project, item_ids: np.ndarray) -> ItemFacts:
 
 
 def _item_state(
-    project: Project, n: np.ndarray, confidence: np.ndarray, collecting: np.ndarray
+    project: Project, n: np.ndarray, confidence: np.ndarray, facts: ItemFacts
 ) -> tuple[np.ndarray, np.ndarray]:
     """(state, escalation reason) per item from its number of labels and confidence."""
     approved = (n >= project.overlap_min) & (confidence >= project.target_confidence)
-    # No queue entry (labels imported for an audit) means no more labels will come either.
-    done = (n >= project.overlap_max) | (collecting != 1)
+    # No queue entry (labels imported for an audit) means no more labels will come either; an
+    # item an expert sent back for another round waits for the labels it now needs.
+    done = (n >= np.maximum(project.overlap_max, facts.needed)) | (facts.collecting != 1)
     # Not `>=`: a NaN confidence is not below the bar either (as in a scalar comparison).
     escalated = ~approved & done & (confidence < project.escalation_below_confidence)
     # The crowd's budget is spent and the answer is above the escalation bar: accept it.
@@ -308,18 +318,40 @@ def _rounded(values: np.ndarray, digits: int = 6) -> np.ndarray:
     return rounded
 
 
+def _audit_state(
+    project: Project, item_ids: np.ndarray, outcome: ItemOutcome, gold: dict[int, int]
+) -> None:
+    """Send a fixed share of the auto-approved items to an expert for quality assurance.
+
+    The draw is a hash of the item id, so recomputing consensus keeps the same sample.
+    """
+    if project.escalation_audit_fraction <= 0:
+        return
+    sampled = audit_draw(item_ids, project.pk) < project.escalation_audit_fraction
+    known = np.zeros(item_ids.size, bool)
+    known[list(gold)] = True
+    audit = sampled & ~known & (outcome.state == Item.State.APPROVED.value)
+    outcome.state[audit] = Item.State.ESCALATED.value
+    outcome.reason[audit] = Escalation.Reason.AUDIT.value
+
+
 def _outcome(
-    project: Project, facts: ItemFacts, posterior: np.ndarray, counts: np.ndarray
+    project: Project,
+    item_ids: np.ndarray,
+    facts: ItemFacts,
+    posterior: np.ndarray,
+    counts: np.ndarray,
 ) -> ItemOutcome:
     """Apply the project's rules to every labelled item."""
     confidence = posterior.max(axis=1)
     n_labels = counts.sum(axis=1)
-    state, reason = _item_state(project, n_labels, confidence, facts.collecting)
+    state, reason = _item_state(project, n_labels, confidence, facts)
     outcome = ItemOutcome(
         best=posterior.argmax(axis=1), confidence=confidence, posterior=_rounded(posterior),
         agreement=item_agreement(counts), n_labels=n_labels, state=state, reason=reason,
     )  # fmt: skip
     _gold_state(project, outcome, counts.argmax(axis=1), facts.gold)
+    _audit_state(project, item_ids, outcome, facts.gold)
     decided = np.isin(facts.state, list(DECIDED))
     outcome.state[decided], outcome.reason[decided] = facts.state[decided], ""
     return outcome
@@ -364,7 +396,7 @@ def _json_type() -> str:
 def _outcome_rows(
     project: Project, arrays: LabelArrays, outcome: ItemOutcome
 ) -> Iterator[tuple[Any, ...]]:
-    """One row a labelled item: the columns of ITEMS_OUT."""
+    """One row a labelled item: the columns of ITEMS_OUT (priority only for escalations)."""
     # The posterior as json.dumps writes a list of floats (JSONField's own encoding).
     template = "[" + ", ".join(["%r"] * outcome.posterior.shape[1]) + "]"
     agreement = [None if a != a else a for a in outcome.agreement.tolist()]
@@ -373,8 +405,34 @@ def _outcome_rows(
         outcome.confidence.tolist(),
         (template % tuple(row) for row in outcome.posterior.tolist()), agreement,
         outcome.n_labels.tolist(), outcome.reason.tolist(),
+        _priorities(project, arrays, outcome).tolist(),
         strict=True,
     )  # fmt: skip
+
+
+def _model_confidence(item_ids: list[int]) -> dict[int, float]:
+    """The top probability of each item's latest prediction."""
+    found: dict[int, float] = {}
+    for chunk in _chunks(item_ids):
+        rows = Prediction.objects.filter(item_id__in=chunk).order_by("item_id", "created_at", "id")
+        found.update(rows.values_list("item_id", "confidence"))
+    return found
+
+
+def _priorities(project: Project, arrays: LabelArrays, outcome: ItemOutcome) -> np.ndarray:
+    """The escalation priority of each item with an escalation reason (0 for the others)."""
+    priority = np.zeros(arrays.n_items)
+    at = np.flatnonzero(outcome.reason != "")
+    if not at.size:
+        return priority
+    known = _model_confidence(arrays.item_ids[at].tolist())
+    model = np.array([known.get(pk, np.nan) for pk in arrays.item_ids[at].tolist()])
+    weights = project.escalation_harm_weights or {}
+    harm = np.array([float(weights.get(label, 1.0)) for label in project.labels])
+    priority[at] = escalation_priority(
+        model, outcome.agreement[at], outcome.confidence[at], outcome.posterior[at], harm
+    )
+    return _rounded(priority)
 
 
 def _write_consensus(cursor: CursorWrapper, now: Any) -> None:
@@ -445,10 +503,17 @@ def _write_entries(
 
 
 def _open_escalations(cursor: CursorWrapper, project: Project, now: Any) -> None:
-    """An open escalation for each newly escalated item (one open escalation an item at most)."""
+    """An open escalation for each newly escalated item (one open escalation an item at most);
+    the ones already open take the new priority."""
+    cursor.execute(
+        f"UPDATE {ESCALATION} SET priority = t.priority FROM {ITEMS_OUT} t "
+        f"WHERE {ESCALATION}.item_id = t.item_id AND t.reason <> '' "
+        f"AND {ESCALATION}.resolved_at IS NULL AND {ESCALATION}.priority <> t.priority",
+    )
     cursor.execute(
         f"INSERT INTO {ESCALATION} (project_id, item_id, reason, priority, created_at, "
-        f"resolution, note) SELECT %s, t.item_id, t.reason, 1.0 - t.confidence, %s, '', '' "
+        f"resolution, label, crowd_label, note) "
+        f"SELECT %s, t.item_id, t.reason, t.priority, %s, '', '', '', '' "
         f"FROM {ITEMS_OUT} t WHERE t.reason <> '' AND NOT EXISTS (SELECT 1 FROM {ESCALATION} e "
         "WHERE e.project_id = %s AND e.item_id = t.item_id AND e.resolved_at IS NULL) "
         "ORDER BY t.item_id",
@@ -464,7 +529,7 @@ def _store_items(
     columns = [
         "item_id bigint", "label varchar(100)", "confidence double precision",
         f"posterior {_json_type()}", "agreement double precision", "n_labels integer",
-        "reason varchar(30)",
+        "reason varchar(30)", "priority double precision",
     ]  # fmt: skip
     with connection.cursor() as cursor:
         _temp_table(cursor, ITEMS_OUT, columns, _outcome_rows(project, arrays, outcome))
@@ -573,7 +638,7 @@ def consensus_compute(*, project: Project) -> AggregateReport:
     )  # fmt: skip
     report.agreement = agreement_summary(arrays.items, arrays.labels, arrays.n_items, k)
     watch.lap("reliability and agreement")
-    outcome = _outcome(project, facts, posterior, counts)
+    outcome = _outcome(project, arrays.item_ids, facts, posterior, counts)
     watch.lap("rules")
     report.items = _store_items(project, arrays, facts, outcome)
     watch.lap("store items")

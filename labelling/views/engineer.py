@@ -15,6 +15,7 @@ from labelling import selectors
 from labelling.forms import ApplyThresholdForm, ThresholdGoalsForm
 from labelling.models import Project
 from labelling.rendering import curve_points, histogram_bars, payload_fields
+from labelling.review import review_statistics
 from labelling.services.thresholds import project_threshold_set
 from labelling.thresholding import Goals, threshold_report
 
@@ -55,6 +56,7 @@ def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "queued_bars": histogram_bars(queued, tallest=max(everything, default=0)),
         "queue": selectors.queue_overview(project),
         "doubtful": [(p, payload_fields(p.item.payload)) for p in doubtful],
+        "review": review_statistics(project),
     }
     return render(request, "labelling/project_dashboard.html", context)
 
