@@ -211,7 +211,7 @@ def test_a_throttled_answer_says_slow_down_and_is_sent_again(
         if refusals:
             return route.continue_()
         refusals.append(route.request.url)
-        route.fulfill(status=429, headers={"Retry-After": "1"}, json={"detail": "throttled"})
+        route.fulfill(status=429, headers={"Retry-After": "2"}, json={"detail": "throttled"})
 
     page.route("**/api/v1/leases/*/label", throttle_once)
     page.keyboard.press("2")
