@@ -63,6 +63,8 @@ bench: $(VENV)/.dev
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/ingest.py --rows $${BENCH_ROWS:-1000000} --runs $${BENCH_RUNS:-3}
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/queue.py --rows $${BENCH_ROWS:-1000000} --runs $${BENCH_RUNS:-3}
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/review.py
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/aggregate.py --runs $${BENCH_RUNS:-3}
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/labelling.py --runs $${BENCH_RUNS:-3}
 	PYTHONPATH=. $(BIN)/python benchmarks/select_numerics.py
 	PYTHONPATH=. $(BIN)/python benchmarks/aggregate_numerics.py
 
