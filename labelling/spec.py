@@ -21,7 +21,11 @@ DEFAULTS: dict[str, Any] = {
     "overlap": {"min": 3, "max": 5, "target_confidence": 0.95},
     "gold_rate": 0.1,
     "escalation": {"below_confidence": 0.8},
+    "release": {"max_class_drift": 0.1},
+    "schema": {},
 }
+SCHEMA_TYPES = {"number", "integer", "string", "boolean", "object", "array"}
+SCHEMA_RULE_FIELDS = {"type", "min", "max", "required"}
 TOP_LEVEL_FIELDS = {"slug", "name", "labels", "positive_label", *DEFAULTS}
 
 
@@ -40,11 +44,14 @@ class ProjectSpec:
     target_confidence: float
     gold_rate: float
     escalation_below_confidence: float
+    release_max_class_drift: float = 0.1
+    schema: dict[str, dict[str, Any]] | None = None
 
     def model_fields(self) -> dict[str, Any]:
         """The spec as Project model field values."""
         fields = asdict(self)
         fields["labels"] = list(self.labels)
+        fields["schema"] = dict(self.schema or {})
         return fields
 
 
@@ -116,6 +123,31 @@ def _labels(check: _Checker, value: object) -> tuple[str, ...]:
     return labels
 
 
+def _schema_rule(check: _Checker, name: str, rule: object) -> dict[str, Any]:
+    """One payload field's rule: type, min, max, required (all optional)."""
+    where = f"schema.{name}"
+    if not isinstance(rule, dict):
+        check.fail(where, "must be an object with type, min, max, required")
+        return {}
+    for unknown in sorted(set(rule) - SCHEMA_RULE_FIELDS):
+        check.fail(f"{where}.{unknown}", f"unknown field (known: {', '.join(sorted(SCHEMA_RULE_FIELDS))})")
+    if "type" in rule and rule["type"] not in SCHEMA_TYPES:
+        check.fail(f"{where}.type", f"must be one of {', '.join(sorted(SCHEMA_TYPES))}")
+    for bound in ("min", "max"):
+        if bound in rule:
+            check.number(rule[bound], f"{where}.{bound}", -math.inf, math.inf, open_low=False)
+    if "required" in rule and not isinstance(rule["required"], bool):
+        check.fail(f"{where}.required", "must be true or false")
+    return dict(rule)
+
+
+def _schema(check: _Checker, value: object) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        check.fail("schema", "must be an object of payload field → rule")
+        return {}
+    return {str(name): _schema_rule(check, str(name), rule) for name, rule in value.items()}
+
+
 def parse_spec(data: object) -> ProjectSpec:
     """Validate a project spec and fill in its defaults; raise InvalidInput naming every problem."""
     check = _Checker()
@@ -141,6 +173,7 @@ def parse_spec(data: object) -> ProjectSpec:
         check.fail("positive_label", f"{positive!r} is not one of the labels")
     overlap = check.section(data, "overlap", {"min", "max", "target_confidence"})
     escalation = check.section(data, "escalation", {"below_confidence"})
+    release = check.section(data, "release", {"max_class_drift"})
     spec = ProjectSpec(
         slug=slug,
         name=check.text(data.get("name", slug), "name", 200) or slug,
@@ -161,6 +194,10 @@ def parse_spec(data: object) -> ProjectSpec:
         escalation_below_confidence=check.number(
             escalation["below_confidence"], "escalation.below_confidence", 0, 1, open_low=False
         ),
+        release_max_class_drift=check.number(
+            release["max_class_drift"], "release.max_class_drift", 0, 1, open_low=False
+        ),
+        schema=_schema(check, data.get("schema", {})),
     )
     if spec.overlap_max < spec.overlap_min:
         check.fail("overlap.max", f"must be at least overlap.min ({spec.overlap_min})")
