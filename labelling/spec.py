@@ -130,7 +130,9 @@ def _schema_rule(check: _Checker, name: str, rule: object) -> dict[str, Any]:
         check.fail(where, "must be an object with type, min, max, required")
         return {}
     for unknown in sorted(set(rule) - SCHEMA_RULE_FIELDS):
-        check.fail(f"{where}.{unknown}", f"unknown field (known: {', '.join(sorted(SCHEMA_RULE_FIELDS))})")
+        check.fail(
+            f"{where}.{unknown}", f"unknown field (known: {', '.join(sorted(SCHEMA_RULE_FIELDS))})"
+        )
     if "type" in rule and rule["type"] not in SCHEMA_TYPES:
         check.fail(f"{where}.type", f"must be one of {', '.join(sorted(SCHEMA_TYPES))}")
     for bound in ("min", "max"):

@@ -6,55 +6,92 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labelling', '0006_consensus'),
+        ("labelling", "0006_consensus"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='project',
-            name='release_max_class_drift',
+            model_name="project",
+            name="release_max_class_drift",
             field=models.FloatField(db_default=0.1, default=0.1),
         ),
         migrations.AddField(
-            model_name='project',
-            name='schema',
+            model_name="project",
+            name="schema",
             field=models.JSONField(blank=True, db_default={}, default=dict),
         ),
         migrations.AlterField(
-            model_name='job',
-            name='kind',
-            field=models.CharField(choices=[('import_predictions', 'Import Predictions'), ('queue', 'Queue'), ('release', 'Release')], max_length=40),
+            model_name="job",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("import_predictions", "Import Predictions"),
+                    ("queue", "Queue"),
+                    ("release", "Release"),
+                ],
+                max_length=40,
+            ),
         ),
         migrations.CreateModel(
-            name='Release',
+            name="Release",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('filters', models.JSONField(default=dict)),
-                ('format', models.CharField(max_length=20)),
-                ('row_count', models.PositiveIntegerField()),
-                ('class_counts', models.JSONField(default=dict)),
-                ('label_source_counts', models.JSONField(default=dict)),
-                ('checks', models.JSONField(default=list)),
-                ('overrides', models.JSONField(default=list)),
-                ('sha256', models.CharField(max_length=64)),
-                ('location', models.CharField(max_length=1000)),
-                ('data_file', models.CharField(max_length=100)),
-                ('size_bytes', models.BigIntegerField()),
-                ('code_version', models.CharField(blank=True, default='', max_length=100)),
-                ('watermark', models.JSONField(default=dict)),
-                ('manifest', models.JSONField(default=dict)),
-                ('created_at', models.DateTimeField()),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='releases', to='labelling.job')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='releases', to='labelling.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                ("filters", models.JSONField(default=dict)),
+                ("format", models.CharField(max_length=20)),
+                ("row_count", models.PositiveIntegerField()),
+                ("class_counts", models.JSONField(default=dict)),
+                ("label_source_counts", models.JSONField(default=dict)),
+                ("checks", models.JSONField(default=list)),
+                ("overrides", models.JSONField(default=list)),
+                ("sha256", models.CharField(max_length=64)),
+                ("location", models.CharField(max_length=1000)),
+                ("data_file", models.CharField(max_length=100)),
+                ("size_bytes", models.BigIntegerField()),
+                ("code_version", models.CharField(blank=True, default="", max_length=100)),
+                ("watermark", models.JSONField(default=dict)),
+                ("manifest", models.JSONField(default=dict)),
+                ("created_at", models.DateTimeField()),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "job",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="releases",
+                        to="labelling.job",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="releases",
+                        to="labelling.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project', '-version'],
-                'constraints': [models.UniqueConstraint(fields=('project', 'version'), name='release_version')],
+                "ordering": ["project", "-version"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("project", "version"), name="release_version")
+                ],
             },
         ),
     ]

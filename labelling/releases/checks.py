@@ -127,7 +127,10 @@ def _shares(counts: dict[str, int]) -> dict[str, float]:
 
 
 def class_drift(
-    counts: dict[str, int], previous: dict[str, int] | None, previous_version: int | None, bound: float
+    counts: dict[str, int],
+    previous: dict[str, int] | None,
+    previous_version: int | None,
+    bound: float,
 ) -> CheckResult:
     """How far the class shares moved since the last comparable release (total variation)."""
     if previous is None:
@@ -203,7 +206,12 @@ class SchemaCheck:
     def result(self) -> CheckResult:
         """The check's verdict over every row seen."""
         found = [
-            {"field": name, "problem": problem, "rows": n, "examples": self.examples[(name, problem)]}
+            {
+                "field": name,
+                "problem": problem,
+                "rows": n,
+                "examples": self.examples[(name, problem)],
+            }
             for (name, problem), n in sorted(self.problems.items())
         ]
         if not self.schema:
@@ -212,7 +220,9 @@ class SchemaCheck:
             message = "; ".join(f"{f['field']} {f['problem']} in {f['rows']} rows" for f in found)
         else:
             message = f"{len(self.schema)} payload fields as the schema says"
-        return CheckResult("payload_schema", passed=not found, message=message, details={"problems": found})
+        return CheckResult(
+            "payload_schema", passed=not found, message=message, details={"problems": found}
+        )
 
 
 def apply_overrides(

@@ -100,14 +100,17 @@ def ground_truth_line(project: Project) -> Callable[[dict[str, Any]], bytes]:
             "label-source": row["label_source"],
             "labellers": row["labellers"],
         }
-        return orjson.dumps(
-            {
-                "source": row["payload"],
-                "external-id": row["external_id"],
-                attribute: classes.get(row["label"]),
-                f"{attribute}-metadata": metadata,
-            }
-        ) + b"\n"
+        return (
+            orjson.dumps(
+                {
+                    "source": row["payload"],
+                    "external-id": row["external_id"],
+                    attribute: classes.get(row["label"]),
+                    f"{attribute}-metadata": metadata,
+                }
+            )
+            + b"\n"
+        )
 
     return line
 

@@ -273,7 +273,11 @@ def _check_overrides(
 
 
 def _build(
-    project: Project, request: ReleaseRequest, storage: ReleaseStorage, user: Any, progress: Progress | None
+    project: Project,
+    request: ReleaseRequest,
+    storage: ReleaseStorage,
+    user: Any,
+    progress: Progress | None,
 ) -> Built:
     """Select, check and write the release to a staging folder; raise if a check blocks it."""
     last = project.releases.order_by("-version").first()
@@ -284,8 +288,7 @@ def _build(
     _check_overrides(results, request, user)
     if not rows.count(chosen):
         raise InvalidInput(
-            "nothing to release: no approved or resolved items match "
-            f"{request.filters.as_dict()}"
+            f"nothing to release: no approved or resolved items match {request.filters.as_dict()}"
         )
     staging = storage.staging()
     try:
@@ -328,3 +331,15 @@ def release_create(
         )
     finally:
         discard(built.staging)
+
+
+def release_download_url(*, release: Release, streamed_url: str) -> str:
+    """Where to fetch the data file: a presigned link on S3, else the streamed download."""
+    return storage_for(release.location).presigned_url(release.location, release.data_file) or (
+        streamed_url
+    )
+
+
+def release_chunks(*, release: Release) -> Any:
+    """The bytes of a release's data file, streamed from its storage."""
+    return storage_for(release.location).chunks(release.location, release.data_file)
