@@ -7,6 +7,7 @@ last, and a failed upload deletes what it wrote. Nothing half-written is ever un
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import uuid
@@ -17,8 +18,9 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 
-from core.exceptions import NotFound
+from core.exceptions import NotFound, StorageError
 
+logger = logging.getLogger("quorum.releases")
 CHUNK = 1024 * 1024
 STAGING = ".staging"
 
@@ -118,9 +120,13 @@ class S3Storage:
                 key = self._key(folder, name)
                 written.append(key)
                 client.upload_file(str(staging / name), self.bucket, key)
-        except Exception:
+        except Exception as exc:
             for key in written:
-                client.delete_object(Bucket=self.bucket, Key=key)
+                _delete_quietly(client, self.bucket, key)
+            if _boto_error(exc):
+                raise StorageError(
+                    f"could not write the release to s3://{self.bucket}: {exc}"
+                ) from exc
             raise
         discard(staging)
         return f"s3://{self.bucket}/{self._key(folder, '')}".rstrip("/")
@@ -153,6 +159,21 @@ class S3Storage:
             ExpiresIn=settings.RELEASE_URL_SECONDS,
         )
         return url
+
+
+def _delete_quietly(client: Any, bucket: str, key: str) -> None:
+    # Best effort after a failed upload: the store may be the thing that failed.
+    try:
+        client.delete_object(Bucket=bucket, Key=key)
+    except Exception:
+        logger.warning("could not delete s3://%s/%s after a failed release upload", bucket, key)
+
+
+def _boto_error(exc: Exception) -> bool:
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(exc, Boto3Error | BotoCoreError | ClientError)
 
 
 def storage_for(url: str) -> ReleaseStorage:
