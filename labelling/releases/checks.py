@@ -6,8 +6,6 @@ the release unless the engineer overrides it with a reason, which the manifest r
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,75 +152,94 @@ def class_drift(
     )
 
 
-def _type_ok(kind: str | None, value: Any) -> bool:
-    if kind is None:
-        return True
-    if kind in ("number", "integer"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
-        return math.isfinite(value) and (kind == "number" or float(value).is_integer())
-    types: dict[str, type | tuple[type, ...]] = {
-        "string": str, "boolean": bool, "object": dict, "array": list,
-    }  # fmt: skip
-    return isinstance(value, types[kind])
-
-
-class SchemaCheck:
-    """Counts, row by row, the payload fields named in the project's schema that are missing,
-    null, of the wrong type or out of range."""
-
-    def __init__(self, schema: dict[str, dict[str, Any]]) -> None:
-        self.schema = schema
-        self.problems: Counter[tuple[str, str]] = Counter()
-        self.examples: dict[tuple[str, str], list[str]] = {}
-
-    def _fail(self, name: str, problem: str, external_id: str) -> None:
-        self.problems[(name, problem)] += 1
-        examples = self.examples.setdefault((name, problem), [])
-        if len(examples) < EXAMPLES:
-            examples.append(external_id)
-
-    def _problem(self, rule: dict[str, Any], payload: dict[str, Any], name: str) -> str | None:
-        value = payload.get(name)
-        if value is None:
-            if not rule.get("required", True):
-                return None
-            return "missing" if name not in payload else "null"
-        if not _type_ok(rule.get("type"), value):
-            return "wrong_type"
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        if numeric and "min" in rule and value < rule["min"]:
-            return "below_min"
-        if numeric and "max" in rule and value > rule["max"]:
-            return "above_max"
-        return None
-
-    def __call__(self, external_id: str, payload: dict[str, Any]) -> None:
-        for name, rule in self.schema.items():
-            problem = self._problem(rule, payload if isinstance(payload, dict) else {}, name)
-            if problem:
-                self._fail(name, problem, external_id)
-
-    def result(self) -> CheckResult:
-        """The check's verdict over every row seen."""
-        found = [
-            {
-                "field": name,
-                "problem": problem,
-                "rows": n,
-                "examples": self.examples[(name, problem)],
-            }
-            for (name, problem), n in sorted(self.problems.items())
-        ]
-        if not self.schema:
-            message = "the project has no payload schema"
-        elif found:
-            message = "; ".join(f"{f['field']} {f['problem']} in {f['rows']} rows" for f in found)
-        else:
-            message = f"{len(self.schema)} payload fields as the schema says"
-        return CheckResult(
-            "payload_schema", passed=not found, message=message, details={"problems": found}
+# A payload field's JSON type, as SQL on `i`, named as the schema names types ('missing' when
+# the key is absent). PostgreSQL reads jsonb; SQLite its JSON functions.
+def _type_sql(postgresql: bool) -> str:
+    if postgresql:
+        return (
+            "CASE WHEN NOT (i.payload ? %s) THEN 'missing' ELSE jsonb_typeof(i.payload -> %s) END"
         )
+    return (
+        "CASE json_type(i.payload, %s) WHEN 'true' THEN 'boolean' WHEN 'false' THEN 'boolean' "
+        "WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' WHEN 'text' THEN 'string' "
+        "WHEN 'null' THEN 'null' WHEN 'array' THEN 'array' WHEN 'object' THEN 'object' "
+        "ELSE 'missing' END"
+    )
+
+
+def _number_sql(postgresql: bool) -> str:
+    return "(i.payload ->> %s)::float8" if postgresql else "json_extract(i.payload, %s)"
+
+
+def _field_params(name: str, postgresql: bool) -> list[str]:
+    if postgresql:
+        return [name]
+    return ["$." + '"' + name.replace('"', '\\"') + '"']
+
+
+def _problem_sql(rule: dict[str, Any], name: str, postgresql: bool) -> tuple[str, list[Any]]:
+    """SQL naming a row's problem with one schema field (or NULL), with its parameters."""
+    kind, key = _type_sql(postgresql), _field_params(name, postgresql)
+    type_params = key * (2 if postgresql else 1)
+    number, cases, params = _number_sql(postgresql), [], []
+    if rule.get("required", True):
+        cases.append(f"WHEN ({kind}) IN ('missing', 'null') THEN ({kind})")
+        params += type_params * 2
+    else:
+        cases.append(f"WHEN ({kind}) IN ('missing', 'null') THEN NULL")
+        params += type_params
+    wanted = rule.get("type")
+    if wanted:
+        json_type = "number" if wanted == "integer" else wanted
+        cases.append(f"WHEN ({kind}) <> %s THEN 'wrong_type'")
+        params += [*type_params, json_type]
+        if wanted == "integer":
+            cases.append(f"WHEN {number} <> round({number}) THEN 'wrong_type'")
+            params += key * 2
+    ranges, range_params = [], []
+    for bound, problem, op in (("min", "below_min", "<"), ("max", "above_max", ">")):
+        if bound in rule:
+            ranges.append(f"WHEN {number} {op} %s THEN '{problem}'")
+            range_params += [*key, rule[bound]]
+    if ranges:
+        # Nested, because only CASE promises not to read a non-number as a number.
+        cases.append(f"WHEN ({kind}) = 'number' THEN CASE {' '.join(ranges)} END")
+        params += [*type_params, *range_params]
+    return f"CASE {' '.join(cases)} END", params
+
+
+def payload_schema(chosen: Selection, schema: dict[str, dict[str, Any]]) -> CheckResult:
+    """Payload fields named in the project's schema that are missing, null, of the wrong type
+    or out of range, counted by the database in one pass a field."""
+    postgresql = connection.vendor == "postgresql"
+    found = []
+    for name, rule in schema.items():
+        problem, params = _problem_sql(rule, name, postgresql)
+        rows = _query(
+            f"SELECT problem, COUNT(*), MIN(external_id) FROM (SELECT {problem} AS problem, "
+            f"i.external_id FROM {ITEM} i WHERE {chosen.where}) t WHERE problem IS NOT NULL "
+            "GROUP BY problem ORDER BY problem",
+            [*params, *chosen.params],
+        )
+        for kind, n, _ in rows:
+            examples = _query(
+                f"SELECT i.external_id FROM {ITEM} i WHERE {chosen.where} AND ({problem}) = %s "
+                f"ORDER BY i.external_id LIMIT {EXAMPLES}",
+                [*chosen.params, *params, kind],
+            )
+            found.append(
+                {"field": name, "problem": kind, "rows": n, "examples": [e[0] for e in examples]}
+            )
+    found.sort(key=lambda f: (f["field"], f["problem"]))
+    if not schema:
+        message = "the project has no payload schema"
+    elif found:
+        message = "; ".join(f"{f['field']} {f['problem']} in {f['rows']} rows" for f in found)
+    else:
+        message = f"{len(schema)} payload fields as the schema says"
+    return CheckResult(
+        "payload_schema", passed=not found, message=message, details={"problems": found}
+    )
 
 
 def apply_overrides(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -120,20 +121,43 @@ def count(chosen: Selection) -> int:
         return int(cursor.fetchone()[0])
 
 
-def _labellers_sql() -> str:
-    if _postgresql():
-        return "string_agg(labeller_id::text, ',')"
-    return "group_concat(labeller_id, ',')"
+def label_source_sql() -> str:
+    """Where a decided item's label comes from, as SQL on `i`: gold, expert or consensus.
+
+    Resolved items are the expert's; when the expert review lands its decision model, this and
+    final_label_sql are the one place to follow it.
+    """
+    return (
+        "CASE WHEN i.gold_label <> '' THEN 'gold' "
+        f"WHEN i.state = '{Item.State.RESOLVED.value}' THEN 'expert' ELSE 'consensus' END"
+    )
 
 
-def _rows_sql(chosen: Selection) -> tuple[str, list[Any]]:
-    text = "::text" if _postgresql() else ""
+def final_label_sql() -> str:
+    """The label a release gives, as SQL: the gold answer, the expert's decision, the consensus."""
+    return (
+        "CASE WHEN i.gold_label <> '' THEN i.gold_label "
+        f"WHEN i.state = '{Item.State.RESOLVED.value}' AND e.resolution <> '' "
+        "AND e.resolution <> 'remove' THEN e.resolution ELSE COALESCE(c.label, '') END"
+    )
+
+
+def approved_at_sql() -> str:
+    """When the item was decided: the expert's resolution, else its last valid label, else the
+    time its gold answer was set."""
+    return (
+        f"COALESCE(CASE WHEN i.state = '{Item.State.RESOLVED.value}' THEN e.resolved_at END, "
+        "l.last_label_at, i.gold_set_at)"
+    )
+
+
+def from_sql(
+    chosen: Selection, labellers: str | None = None, labellers_params: Sequence[Any] = ()
+) -> tuple[str, list[Any]]:
+    """The joins a release row reads, for the selected items; `labellers`, a subquery on the
+    valid labels by item, joins as `l` (it gives the last label's time, `l.last_label_at`)."""
+    labels = f"LEFT JOIN ({labellers}) l ON l.item_id = i.id" if labellers else ""
     sql = f"""
-        SELECT i.external_id, i.payload{text}, i.content_hash, i.source, i.split, i.created_at,
-               i.state, i.gold_label, i.gold_set_at,
-               c.label, c.confidence, c.agreement, c.n_labels,
-               q.rule, p.model_version, p.probabilities{text},
-               e.resolution, e.resolved_at, l.labellers, l.last_label_at
         FROM {ITEM} i
         LEFT JOIN {CONSENSUS} c ON c.item_id = i.id
         LEFT JOIN {QUEUE} q ON q.item_id = i.id
@@ -145,20 +169,47 @@ def _rows_sql(chosen: Selection) -> tuple[str, list[Any]]:
                    WHERE project_id = %s AND resolved_at IS NOT NULL GROUP BY item_id) em
                ON em.item_id = i.id
         LEFT JOIN {ESCALATION} e ON e.id = em.id
-        LEFT JOIN (SELECT item_id, {_labellers_sql()} AS labellers,
-                          MAX(created_at) AS last_label_at
-                   FROM {LABEL} WHERE project_id = %s AND state = 'valid' GROUP BY item_id) l
-               ON l.item_id = i.id
+        {labels}
         WHERE {chosen.where}
-        ORDER BY i.external_id
     """
-    project_id = chosen.params[0]
-    return sql, [project_id, project_id, *chosen.params]
+    return sql, [chosen.params[0], *labellers_params, *chosen.params]
+
+
+def _python_rows_sql(chosen: Selection) -> tuple[str, list[Any]]:
+    agg = "string_agg(labeller_id::text, ',')" if _postgresql() else "group_concat(labeller_id)"
+    labellers = (
+        f"SELECT item_id, {agg} AS labellers, MAX(created_at) AS last_label_at FROM {LABEL} "
+        "WHERE project_id = %s AND state = 'valid' GROUP BY item_id"
+    )
+    text = "::text" if _postgresql() else ""
+    body, params = from_sql(chosen, labellers, [chosen.params[0]])
+    sql = f"""
+        SELECT i.external_id, i.payload{text}, {final_label_sql()}, {label_source_sql()},
+               c.confidence, c.agreement, c.n_labels, q.rule, p.model_version,
+               p.probabilities{text}, i.source, i.split, i.created_at, {approved_at_sql()},
+               l.labellers
+        {body} ORDER BY i.external_id
+    """
+    return sql, params
+
+
+def label_counts(chosen: Selection) -> tuple[dict[str, int], dict[str, int]]:
+    """Rows per final label and per label source, in one pass."""
+    body, params = from_sql(chosen)
+    sql = f"SELECT {final_label_sql()}, {label_source_sql()}, COUNT(*) {body} GROUP BY 1, 2"
+    classes: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for label, source, n in cursor.fetchall():
+            classes[label] += n
+            sources[source] += n
+    return dict(sorted(classes.items())), dict(sorted(sources.items()))
 
 
 def raw_rows(chosen: Selection) -> Iterator[tuple[Any, ...]]:
-    """The selected items' raw columns, streamed in external-id order."""
-    sql, params = _rows_sql(chosen)
+    """The selected items' columns, streamed in external-id order (the Python writer's input)."""
+    sql, params = _python_rows_sql(chosen)
     # A server-side (named) cursor on PostgreSQL: memory stays flat however large the release.
     cursor = connection.chunked_cursor() if _postgresql() else connection.cursor()
     try:
@@ -195,33 +246,11 @@ class Pseudonyms:
         return self.known[labeller_id]
 
 
-def label_source(state: str, gold_label: str) -> str:
-    """Where a decided item's label comes from: gold, expert or consensus.
-
-    Resolved items are the expert's; when the expert review lands its decision model this is the
-    one place to follow it.
-    """
-    if gold_label:
-        return "gold"
-    return "expert" if state == Item.State.RESOLVED else "consensus"
-
-
-def final_label(source: str, gold_label: str, resolution: str | None, consensus: str | None) -> str:
-    """The label a release gives: the gold answer, the expert's decision, else the consensus."""
-    if source == "gold":
-        return gold_label
-    if source == "expert" and resolution and resolution != "remove":
-        return resolution
-    return consensus or ""
-
-
 @dataclass
 class Row:
-    """One data row (in FIELDS order) with what the checks need beside it."""
+    """One data row, in FIELDS order."""
 
     data: dict[str, Any]
-    payload: dict[str, Any]
-    content_hash: str
 
 
 class RowBuilder:
@@ -240,16 +269,14 @@ class RowBuilder:
         return sorted(self.pseudonym(i) for i in raw.split(",")) if raw else []
 
     def __call__(self, raw: tuple[Any, ...]) -> Row:
-        (external_id, payload_text, content_hash, source, split, created_at, state, gold_label,
-         gold_set_at, c_label, confidence, agreement, n_labels, rule, model_version,
-         probabilities, resolution, resolved_at, labellers, last_label_at) = raw  # fmt: skip
+        (external_id, payload_text, label, origin, confidence, agreement, n_labels, rule,
+         model_version, probabilities, source, split, created_at, approved_at,
+         labellers) = raw  # fmt: skip
         payload = orjson.loads(payload_text)
-        origin = label_source(state, gold_label)
-        approved_at = resolved_at if origin == "expert" and resolved_at else last_label_at
         data = {
             "external_id": external_id,
             "payload": orjson.Fragment(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)),
-            "label": final_label(origin, gold_label, resolution, c_label),
+            "label": label,
             "label_source": origin,
             "confidence": confidence,
             "n_labels": n_labels or 0,
@@ -261,6 +288,6 @@ class RowBuilder:
             "source": source,
             "split": split,
             "item_created_at": iso(created_at),
-            "approved_at": iso(approved_at or gold_set_at),
+            "approved_at": iso(approved_at),
         }
-        return Row(data=data, payload=payload, content_hash=content_hash)
+        return Row(data=data)

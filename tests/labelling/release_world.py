@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -119,3 +121,22 @@ class World:
             created_at=at,
             state=state,
         )
+
+
+def fail_after_first_chunk(monkeypatch: Any, error: Exception, seen: Callable[[], None]) -> None:
+    """Make release writing fail after its first chunk reached the disk (whatever the database:
+    PostgreSQL's COPY or the Python writer); `seen` runs just before the failure."""
+    from labelling.releases import formats
+    from labelling.services import releases
+
+    original = releases._chunks
+    monkeypatch.setattr(formats, "FLUSH_BYTES", 1)
+
+    def breaking(*args: Any) -> Iterator[bytes]:
+        with contextlib.closing(original(*args)) as chunks:
+            yield next(chunks)
+            yield next(chunks, b"")
+            seen()
+            raise error
+
+    monkeypatch.setattr(releases, "_chunks", breaking)

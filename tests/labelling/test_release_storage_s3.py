@@ -7,7 +7,7 @@ import hashlib
 import json
 import socket
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,9 @@ from rest_framework.test import APIClient
 
 from core.exceptions import StorageError
 from labelling.models import Job, Project, Release
-from labelling.releases import rows as release_rows
 from labelling.releases.storage import S3Storage
 from labelling.services.releases import ReleaseRequest, release_create
-from tests.labelling.release_world import World
+from tests.labelling.release_world import World, fail_after_first_chunk
 
 moto_server = pytest.importorskip("moto.server", reason="needs moto[server] (requirements-dev.txt)")
 BUCKET = "quorum-releases"
@@ -112,16 +111,7 @@ def test_a_job_that_fails_midway_leaves_nothing_on_s3(
 ) -> None:
     for n in range(4):
         world.item(f"a{n}")
-    original: Callable[..., Any] = release_rows.RowBuilder.__call__
-    seen = {"n": 0}
-
-    def breaks(self: release_rows.RowBuilder, raw: tuple[Any, ...]) -> Any:
-        seen["n"] += 1
-        if seen["n"] == 2:
-            raise RuntimeError("worker lost")
-        return original(self, raw)
-
-    monkeypatch.setattr(release_rows.RowBuilder, "__call__", breaks)
+    fail_after_first_chunk(monkeypatch, RuntimeError("worker lost"), lambda: None)
     with django_capture_on_commit_callbacks(execute=True):
         response = engineer_api.post("/api/v1/projects/pet-match/releases", {}, format="json")
 

@@ -37,7 +37,7 @@ from labelling.releases.rows import Filters
 from labelling.services.labellers import labeller_create
 from labelling.services.releases import ReleaseRequest, release_create
 from labelling.spec import parse_spec
-from tests.labelling.release_world import T0, World
+from tests.labelling.release_world import T0, World, fail_after_first_chunk
 
 
 @pytest.fixture(autouse=True)
@@ -506,22 +506,18 @@ def test_a_job_that_fails_midway_leaves_nothing_behind(
 ) -> None:
     for n in range(5):
         world.item(f"a{n}")
-    original = release_rows.RowBuilder.__call__
-    calls = {"n": 0}
+    staged: list[int] = []
 
-    def breaks_on_the_third(self: release_rows.RowBuilder, raw: tuple[Any, ...]) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError("disk full")
-        return original(self, raw)
+    def look() -> None:
+        staged.extend(p.stat().st_size for p in files_under(exports / ".staging"))
 
-    monkeypatch.setattr(release_rows.RowBuilder, "__call__", breaks_on_the_third)
+    fail_after_first_chunk(monkeypatch, OSError("disk full"), look)
     with django_capture_on_commit_callbacks(execute=True):
         response = engineer_api.post("/api/v1/projects/pet-match/releases", {}, format="json")
 
     job = Job.objects.get(pk=response.json()["id"])
     assert (job.status, job.error["code"]) == ("failed", "internal_error")
-    assert calls["n"] == 3
+    assert staged  # it failed with the data file begun
     assert not Release.objects.exists()
     assert files_under(exports) == []
 
