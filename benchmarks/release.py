@@ -123,21 +123,23 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--formats", default="jsonl,csv,manifest")
+    parser.add_argument("--slug", help="export an already loaded project again (skips set-up)")
     args = parser.parse_args()
     dsn = os.environ.get("DATABASE_URL", "")
     if not dsn.startswith("postgres"):
         raise SystemExit("set DATABASE_URL to a PostgreSQL database (the benchmark is for it)")
     env = {**os.environ, "DEBUG": "1", "PYTHONPATH": str(HERE.parent)}
     manage(env, "migrate", "-v0")
-    slug = f"release-bench-{int(time.time())}"
+    slug = args.slug or f"release-bench-{int(time.time())}"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         spec = out / "spec.json"
         spec.write_text(json.dumps({"slug": slug, "labels": ["match", "no_match"]}))
-        manage(env, "create_project", "--spec", str(spec))
         print(f"{args.items:,} approved items; {os.cpu_count()} cores, {platform.machine()}, "
               f"Python {platform.python_version()}")  # fmt: skip
-        load(dsn, slug, args.items)
+        if not args.slug:
+            manage(env, "create_project", "--spec", str(spec))
+            load(dsn, slug, args.items)
         for fmt in args.formats.split(","):
             results = [export(env, slug, out, fmt) for _ in range(args.runs)]
             seconds = statistics.median(r[0] for r in results)

@@ -12,7 +12,7 @@ from typing import Any
 from django.db import connection
 
 from core.exceptions import QuorumError
-from labelling.releases.rows import ITEM, Selection
+from labelling.releases.rows import ITEM, Selection, bytewise
 
 EXAMPLES = 5
 CHECKS = ("duplicate_content", "train_test_leakage", "class_drift", "payload_schema")
@@ -72,10 +72,10 @@ def _query(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
 
 def duplicate_content(chosen: Selection) -> CheckResult:
     """The same content (payload hash) more than once in the release."""
+    content, ident = bytewise("i.content_hash"), bytewise("i.external_id")
     rows = _query(
-        f"SELECT i.content_hash, COUNT(*), MIN(i.external_id), MAX(i.external_id) FROM {ITEM} i "
-        f"WHERE {chosen.where} GROUP BY i.content_hash HAVING COUNT(*) > 1 "
-        "ORDER BY MIN(i.external_id)",
+        f"SELECT {content}, COUNT(*), MIN({ident}), MAX({ident}) FROM {ITEM} i "
+        f"WHERE {chosen.where} GROUP BY {content} HAVING COUNT(*) > 1 ORDER BY 3",
         chosen.params,
     )
     extra = sum(n - 1 for _, n, _, _ in rows)
@@ -99,7 +99,8 @@ def train_test_leakage(chosen: Selection) -> CheckResult:
         f"SELECT i.external_id, i.split, o.external_id, o.split FROM {ITEM} i "
         f"JOIN {ITEM} o ON o.project_id = i.project_id AND o.content_hash = i.content_hash "
         "AND o.split <> '' AND o.split <> i.split AND o.deactivated_at IS NULL "
-        f"WHERE {chosen.where} AND i.split <> '' ORDER BY i.external_id, o.external_id",
+        f"WHERE {chosen.where} AND i.split <> '' "
+        f"ORDER BY {bytewise('i.external_id')}, {bytewise('o.external_id')}",
         chosen.params,
     )
     leaked = sorted({row[0] for row in rows})
@@ -224,7 +225,7 @@ def payload_schema(chosen: Selection, schema: dict[str, dict[str, Any]]) -> Chec
         for kind, n, _ in rows:
             examples = _query(
                 f"SELECT i.external_id FROM {ITEM} i WHERE {chosen.where} AND ({problem}) = %s "
-                f"ORDER BY i.external_id LIMIT {EXAMPLES}",
+                f"ORDER BY {bytewise('i.external_id')} LIMIT {EXAMPLES}",
                 [*chosen.params, *params, kind],
             )
             found.append(

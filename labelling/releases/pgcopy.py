@@ -22,6 +22,7 @@ from labelling.releases.rows import (
     Pseudonyms,
     Selection,
     approved_at_sql,
+    bytewise,
     final_label_sql,
     from_sql,
     label_source_sql,
@@ -55,7 +56,7 @@ def _labellers(project: Project, labeller_ids: list[int]) -> tuple[str, list[Any
     """Per item, the JSON list of its valid labels' pseudonymous labeller ids, sorted."""
     names = Pseudonyms(project)
     sql = (
-        "SELECT lb.item_id, json_agg(ps.name ORDER BY ps.name)::text AS labellers, "
+        'SELECT lb.item_id, json_agg(ps.name ORDER BY ps.name COLLATE "C")::text AS labellers, '
         f"MAX(lb.created_at) AS last_label_at FROM {LABEL} lb "
         "JOIN unnest(%s::bigint[], %s::text[]) AS ps(id, name) ON ps.id = lb.labeller_id "
         "WHERE lb.project_id = %s AND lb.state = 'valid' GROUP BY lb.item_id"
@@ -99,7 +100,11 @@ def _jsonl(project: Project, chosen: Selection) -> tuple[str, list[Any], str]:
         for n, name in enumerate(FIELDS)
     ]
     line = " || ".join(pieces) + " || '}'"
-    return f"SELECT {line} {body} ORDER BY i.external_id", [*params[0], *params[1]], VERBATIM
+    return (
+        f"SELECT {line} {body} ORDER BY {bytewise('i.external_id')}",
+        [*params[0], *params[1]],
+        VERBATIM,
+    )
 
 
 def _csv(project: Project, chosen: Selection) -> tuple[str, list[Any], str]:
@@ -117,7 +122,7 @@ def _csv(project: Project, chosen: Selection) -> tuple[str, list[Any], str]:
         "approved_at": _ts(approved_at_sql()),
     }
     cells = [f'{plain.get(name, columns[name])} AS "{name}"' for name in FIELDS]
-    sql = f"SELECT {', '.join(cells)} {body} ORDER BY i.external_id"
+    sql = f"SELECT {', '.join(cells)} {body} ORDER BY {bytewise('i.external_id')}"
     return sql, [*params[0], *params[1]], "FORMAT csv, HEADER true"
 
 
@@ -141,7 +146,7 @@ def _manifest(project: Project, chosen: Selection) -> tuple[str, list[Any], str]
     )
     # No probabilities in these lines: only the class index's parameter precedes the FROM's.
     return (
-        f"SELECT {line} {body} ORDER BY i.external_id",
+        f"SELECT {line} {body} ORDER BY {bytewise('i.external_id')}",
         [list(project.labels), *params[1]],
         VERBATIM,
     )
