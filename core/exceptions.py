@@ -86,6 +86,13 @@ class Conflict(QuorumError):
     code = "conflict"
 
 
+class StorageError(QuorumError):
+    """The release store (a folder or S3) refused or could not be reached: nothing was kept."""
+
+    status_code = 503
+    code = "storage_error"
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Map domain errors to their status and body; leave the rest to DRF."""
     if isinstance(exc, QuorumError):

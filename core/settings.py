@@ -199,6 +199,12 @@ if not (
     raise ImproperlyConfigured(
         f"EXPORT_STORAGE must be file:///absolute/dir or s3://bucket/prefix, got {EXPORT_STORAGE!r}"
     )
+# S3-compatible stores (MinIO, Ceph…); boto3 reads the other AWS_* variables itself.
+AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL", "")
+# How long a presigned download link of a release stays valid, in seconds.
+RELEASE_URL_SECONDS = env_int("QUORUM_RELEASE_URL_SECONDS", 3600)
+# The code version a release's manifest names; default: the git commit of the checkout.
+CODE_VERSION = env_str("QUORUM_CODE_VERSION", "")
 MTURK_ENDPOINT = env_str("MTURK_ENDPOINT", "sandbox")
 if MTURK_ENDPOINT not in {"sandbox", "production"} and urlparse(MTURK_ENDPOINT).scheme not in {
     "http",

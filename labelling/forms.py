@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from django import forms
 
+from labelling.releases.checks import CHECKS
+from labelling.releases.formats import FORMATS
+
 
 class ThresholdGoalsForm(forms.Form):
     """What the threshold should achieve."""
@@ -27,3 +30,26 @@ class ApplyThresholdForm(forms.Form):
 
     threshold = forms.FloatField(min_value=0.000001, max_value=1)
     note = forms.CharField(required=False, max_length=2000)
+
+
+class ReleaseForm(forms.Form):
+    """Freeze a new release: format, filters, and an override of failed checks with a reason."""
+
+    format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="jsonl")
+    since_last = forms.BooleanField(
+        required=False, label="Only items decided since the last release"
+    )
+    split = forms.CharField(required=False, max_length=50, label="Only this split")
+    source = forms.CharField(required=False, max_length=100, label="Only this source")
+    override_reason = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Release even though checks fail, because",
+        widget=forms.TextInput(attrs={"size": 50}),
+    )
+    override_checks = forms.MultipleChoiceField(
+        choices=[(c, c) for c in CHECKS],
+        required=False,
+        label="Override only these checks",
+        widget=forms.CheckboxSelectMultiple,
+    )

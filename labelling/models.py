@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from core.exceptions import Conflict
 from core.models import TimestampedModel
 from core.permissions import Role
 
@@ -30,6 +33,11 @@ class Project(TimestampedModel):
     escalation_audit_fraction = models.FloatField(default=0.02, db_default=0.02)
     # label → weight of a mistake on it; an escalation's priority is scaled by it.
     escalation_harm_weights = models.JSONField(default=dict, blank=True, db_default={})
+    # Payload fields a release checks: {field: {"type", "min", "max", "required"}} (spec `schema`).
+    schema = models.JSONField(default=dict, blank=True, db_default={})
+    # A release is blocked when its class shares moved further than this (total variation
+    # distance) from the last release with the same filters (spec `release.max_class_drift`).
+    release_max_class_drift = models.FloatField(default=0.1, db_default=0.1)
 
     class Meta:
         ordering = ["slug"]
@@ -491,6 +499,7 @@ class Job(TimestampedModel):
     class Kind(models.TextChoices):
         IMPORT_PREDICTIONS = "import_predictions"
         QUEUE = "queue"
+        RELEASE = "release"
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -513,3 +522,51 @@ class Job(TimestampedModel):
 
     def __str__(self) -> str:
         return f"job {self.pk} {self.kind} {self.status}"
+
+
+class Release(models.Model):
+    """A frozen, checked, numbered export of a project's decided items. Never changed once written:
+    there is no update path; a new export is the next version."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="releases")
+    version = models.PositiveIntegerField()
+    # {"since_last": bool, "split": str | None, "source": str | None}
+    filters = models.JSONField(default=dict)
+    format = models.CharField(max_length=20)
+    row_count = models.PositiveIntegerField()
+    class_counts = models.JSONField(default=dict)
+    label_source_counts = models.JSONField(default=dict)
+    # The data checks as run, each with its figures and whether it passed or was overridden.
+    checks = models.JSONField(default=list)
+    overrides = models.JSONField(default=list)
+    sha256 = models.CharField(max_length=64)
+    # Where the folder lives (file:///…/slug/v3 or s3://bucket/prefix/slug/v3) and its files.
+    location = models.CharField(max_length=1000)
+    data_file = models.CharField(max_length=100)
+    size_bytes = models.BigIntegerField()
+    code_version = models.CharField(max_length=100, blank=True, default="")
+    # What "since the last release" starts from next time: the last label id and time seen.
+    watermark = models.JSONField(default=dict)
+    manifest = models.JSONField(default=dict)
+    job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="releases"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["project", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "version"], name="release_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id} v{self.version}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # The one guard of immutability in the data model: a stored release is never rewritten.
+        if not self._state.adding:
+            raise Conflict(f"release {self.pk} is frozen: a new export makes the next version")
+        super().save(*args, **kwargs)

@@ -22,6 +22,7 @@ from labelling.models import (
     Prediction,
     Project,
     QueueEntry,
+    Release,
 )
 
 User = AuthUser | AnonymousUser
@@ -236,3 +237,23 @@ def labeller_batches(labeller: Labeller) -> list[dict[str, Any]]:
         .order_by("-last")
     )
     return [dict(batch) for batch in batches]
+
+
+def release_for_user(*, user: User, release_id: int, roles: Collection[Role]) -> Release:
+    """A release, if the user holds one of `roles` in its project."""
+    release = Release.objects.select_related("project", "created_by").filter(pk=release_id).first()
+    if release is None:
+        raise NotFound("release not found")
+    check_role(project_role(user, release.project), roles, "release")
+    return release
+
+
+def releases_of(project: Project) -> list[Release]:
+    """The project's releases, newest first."""
+    return list(project.releases.select_related("created_by").order_by("-version"))
+
+
+def release_jobs(project: Project, limit: int = 10) -> list[Job]:
+    """The project's latest release jobs, newest first: running, failed or done."""
+    jobs = Job.objects.filter(project=project, kind=Job.Kind.RELEASE).select_related("created_by")
+    return list(jobs.order_by("-created_at", "-id")[:limit])

@@ -21,7 +21,11 @@ DEFAULTS: dict[str, Any] = {
     "overlap": {"min": 3, "max": 5, "target_confidence": 0.95},
     "gold_rate": 0.1,
     "escalation": {"below_confidence": 0.8, "audit_fraction": 0.02, "harm_weights": {}},
+    "release": {"max_class_drift": 0.1},
+    "schema": {},
 }
+SCHEMA_TYPES = {"number", "integer", "string", "boolean", "object", "array"}
+SCHEMA_RULE_FIELDS = {"type", "min", "max", "required"}
 TOP_LEVEL_FIELDS = {"slug", "name", "labels", "positive_label", *DEFAULTS}
 
 
@@ -43,12 +47,15 @@ class ProjectSpec:
     escalation_audit_fraction: float = 0.02
     # label → how much a mistake on an item of that label costs (missing labels weigh 1).
     escalation_harm_weights: dict[str, float] | None = None
+    release_max_class_drift: float = 0.1
+    schema: dict[str, dict[str, Any]] | None = None
 
     def model_fields(self) -> dict[str, Any]:
         """The spec as Project model field values."""
         fields = asdict(self)
         fields["labels"] = list(self.labels)
         fields["escalation_harm_weights"] = dict(self.escalation_harm_weights or {})
+        fields["schema"] = dict(self.schema or {})
         return fields
 
 
@@ -134,6 +141,33 @@ def _harm_weights(check: _Checker, value: object, labels: tuple[str, ...]) -> di
     }
 
 
+def _schema_rule(check: _Checker, name: str, rule: object) -> dict[str, Any]:
+    """One payload field's rule: type, min, max, required (all optional)."""
+    where = f"schema.{name}"
+    if not isinstance(rule, dict):
+        check.fail(where, "must be an object with type, min, max, required")
+        return {}
+    for unknown in sorted(set(rule) - SCHEMA_RULE_FIELDS):
+        check.fail(
+            f"{where}.{unknown}", f"unknown field (known: {', '.join(sorted(SCHEMA_RULE_FIELDS))})"
+        )
+    if "type" in rule and rule["type"] not in SCHEMA_TYPES:
+        check.fail(f"{where}.type", f"must be one of {', '.join(sorted(SCHEMA_TYPES))}")
+    for bound in ("min", "max"):
+        if bound in rule:
+            check.number(rule[bound], f"{where}.{bound}", -math.inf, math.inf, open_low=False)
+    if "required" in rule and not isinstance(rule["required"], bool):
+        check.fail(f"{where}.required", "must be true or false")
+    return dict(rule)
+
+
+def _schema(check: _Checker, value: object) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        check.fail("schema", "must be an object of payload field → rule")
+        return {}
+    return {str(name): _schema_rule(check, str(name), rule) for name, rule in value.items()}
+
+
 def parse_spec(data: object) -> ProjectSpec:
     """Validate a project spec and fill in its defaults; raise InvalidInput naming every problem."""
     check = _Checker()
@@ -161,6 +195,7 @@ def parse_spec(data: object) -> ProjectSpec:
     escalation = check.section(
         data, "escalation", {"below_confidence", "audit_fraction", "harm_weights"}
     )
+    release = check.section(data, "release", {"max_class_drift"})
     spec = ProjectSpec(
         slug=slug,
         name=check.text(data.get("name", slug), "name", 200) or slug,
@@ -185,6 +220,10 @@ def parse_spec(data: object) -> ProjectSpec:
             escalation["audit_fraction"], "escalation.audit_fraction", 0, 1, open_low=False
         ),
         escalation_harm_weights=_harm_weights(check, escalation["harm_weights"], labels),
+        release_max_class_drift=check.number(
+            release["max_class_drift"], "release.max_class_drift", 0, 1, open_low=False
+        ),
+        schema=_schema(check, data.get("schema", {})),
     )
     if spec.overlap_max < spec.overlap_min:
         check.fail("overlap.max", f"must be at least overlap.min ({spec.overlap_min})")

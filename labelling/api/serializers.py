@@ -7,7 +7,9 @@ from typing import Any
 from rest_framework import serializers
 
 from labelling.importing.rows import FORMATS
-from labelling.models import Job
+from labelling.models import Job, Release
+from labelling.releases.checks import CHECKS
+from labelling.releases.formats import FORMATS as RELEASE_FORMATS
 from labelling.services.jobs import job_live_progress
 
 
@@ -362,3 +364,78 @@ class ResolveOutput(serializers.Serializer):
 
     def get_label_source(self, escalation: Any) -> str | None:
         return "expert" if escalation.label else None
+
+
+class ReleaseInput(serializers.Serializer):
+    """What to release: format, filters, and an override of failed checks with its reason."""
+
+    format = serializers.ChoiceField(choices=RELEASE_FORMATS, default="jsonl")
+    since_last = serializers.BooleanField(
+        default=False, help_text="Only items decided since the last release."
+    )
+    split = serializers.CharField(required=False, allow_null=True, max_length=50, default=None)
+    source = serializers.CharField(required=False, allow_null=True, max_length=100, default=None)  # type: ignore[assignment]
+    override_reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=2000,
+        help_text="Release even though data checks fail; recorded in the manifest.",
+    )
+    override_checks = serializers.ListField(
+        child=serializers.ChoiceField(choices=CHECKS),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The checks the override applies to (default: every failed check).",
+    )
+
+
+class ReleaseOutput(serializers.ModelSerializer):
+    """A release: its manifest figures and where to download its data file."""
+
+    project = serializers.CharField(source="project.slug", read_only=True)
+    url = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+    created_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Release
+        fields = [
+            "id",
+            "url",
+            "project",
+            "version",
+            "format",
+            "filters",
+            "row_count",
+            "class_counts",
+            "label_source_counts",
+            "checks",
+            "overrides",
+            "sha256",
+            "size_bytes",
+            "location",
+            "data_file",
+            "code_version",
+            "created_by",
+            "created_at",
+            "job",
+            "download_url",
+        ]
+
+    def get_url(self, release: Release) -> str:
+        return f"/api/v1/releases/{release.pk}"
+
+    def get_download_url(self, release: Release) -> str:
+        return str(self.context.get("download_urls", {}).get(release.pk, ""))
+
+    def get_created_by(self, release: Release) -> str:
+        return release.created_by.get_username() if release.created_by else ""
+
+
+class ReleaseDetailOutput(ReleaseOutput):
+    """A release with its whole manifest."""
+
+    class Meta(ReleaseOutput.Meta):
+        fields = [*ReleaseOutput.Meta.fields, "manifest"]

@@ -55,5 +55,12 @@ urlpatterns = [
         views.EscalationResolveView.as_view(),
         name="api-escalation-resolve",
     ),
+    path("projects/<slug:slug>/releases", views.ReleasesView.as_view(), name="api-releases"),
+    path("releases/<int:release_id>", views.ReleaseDetailView.as_view(), name="api-release"),
+    path(
+        "releases/<int:release_id>/download",
+        views.ReleaseDownloadView.as_view(),
+        name="api-release-download",
+    ),
     path("jobs/<int:job_id>", views.JobDetailView.as_view(), name="api-job-detail"),
 ]

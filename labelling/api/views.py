@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
+from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -37,23 +38,30 @@ from labelling.api.serializers import (
     PredictionUploadInput,
     QueueInput,
     QueueResultOutput,
+    ReleaseDetailOutput,
+    ReleaseInput,
+    ReleaseOutput,
     ResolveInput,
     ResolveOutput,
     TaskOutput,
 )
 from labelling.importing.rows import detect_format
-from labelling.models import Prediction, Project
+from labelling.models import Prediction, Project, Release
 from labelling.policy import parse_policy
+from labelling.releases.formats import CONTENT_TYPES
+from labelling.releases.rows import Filters
 from labelling.review import escalation_evidence, escalation_for_user, escalation_queue
 from labelling.selectors import (
     job_for_user,
     labeller_for,
     labeller_managed_by,
     project_for_user,
+    release_for_user,
+    releases_of,
 )
 from labelling.services.imports import predictions_import
 from labelling.services.invitations import invitation_create
-from labelling.services.jobs import job_import_start, job_queue_start
+from labelling.services.jobs import job_import_start, job_queue_start, job_release_start
 from labelling.services.labellers import labeller_approve, labeller_block, labeller_reject
 from labelling.services.leasing import (
     label_submit,
@@ -63,6 +71,12 @@ from labelling.services.leasing import (
     lease_skip,
 )
 from labelling.services.queueing import queue_select
+from labelling.services.releases import (
+    ReleaseRequest,
+    release_chunks,
+    release_download_url,
+    release_request_validate,
+)
 from labelling.services.review import Decision, escalation_lease, escalation_resolve
 
 
@@ -418,3 +432,86 @@ class EscalationResolveView(APIView):
             escalation_id=escalation_id, user=request.user, decision=Decision(**form.validated_data)
         )
         return Response(ResolveOutput(resolved).data)
+
+
+def _download_urls(request: Request, releases: list[Release]) -> dict[int, str]:
+    return {
+        r.pk: release_download_url(
+            release=r, streamed_url=request.build_absolute_uri(f"/api/v1/releases/{r.pk}/download")
+        )
+        for r in releases
+    }
+
+
+class ReleasesView(APIView):
+    """A project's releases (GET), or freeze the next one as a background job (POST)."""
+
+    @extend_schema(
+        operation_id="releases_list", responses={200: ReleaseOutput(many=True), **ERRORS}
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_for_user(user=request.user, slug=slug, roles=ENGINEERS)
+        releases = releases_of(project)
+        context = {"download_urls": _download_urls(request, releases)}
+        return Response(ReleaseOutput(releases, many=True, context=context).data)
+
+    @extend_schema(
+        operation_id="release_create",
+        request=ReleaseInput,
+        responses={202: OpenApiResponse(JobOutput, description="The release job"), **ERRORS},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_user(user=request.user, slug=slug, roles=ENGINEERS)
+        form = ReleaseInput(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        release_request = ReleaseRequest(
+            fmt=data["format"],
+            filters=Filters(
+                since_last=data["since_last"], split=data["split"], source=data["source"]
+            ),
+            override_reason=data["override_reason"],
+            override_checks=tuple(data["override_checks"]) if data["override_checks"] else None,
+        )
+        release_request_validate(release_request)
+        job = job_release_start(
+            project=project, user=request.user, params=release_request.as_params()
+        )
+        job.refresh_from_db()
+        return Response(JobOutput(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ReleaseDetailView(APIView):
+    """A release's manifest and where to download its data file."""
+
+    @extend_schema(operation_id="release_detail", responses={200: ReleaseDetailOutput, **ERRORS})
+    def get(self, request: Request, release_id: int) -> Response:
+        release = release_for_user(user=request.user, release_id=release_id, roles=ENGINEERS)
+        context = {"download_urls": _download_urls(request, [release])}
+        return Response(ReleaseDetailOutput(release, context=context).data)
+
+
+class ReleaseDownloadView(APIView):
+    """The release's data file, streamed from its storage to an engineer of the project."""
+
+    @extend_schema(
+        operation_id="release_download",
+        responses={200: OpenApiResponse(description="The data file"), **ERRORS},
+    )
+    def get(self, request: Request, release_id: int) -> StreamingHttpResponse:
+        release = release_for_user(user=request.user, release_id=release_id, roles=ENGINEERS)
+        chunks = release_chunks(release=release)
+        first = next(chunks, b"")  # a missing file answers 404 here, before the headers go out
+        response = StreamingHttpResponse(
+            _prepend(first, chunks), content_type=CONTENT_TYPES[release.format]
+        )
+        name = f"{release.project.slug}-v{release.version}.{release.data_file.rsplit('.', 1)[-1]}"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        response["Content-Length"] = str(release.size_bytes)
+        response["X-Content-SHA256"] = release.sha256
+        return response
+
+
+def _prepend(first: bytes, rest: Any) -> Any:
+    yield first
+    yield from rest

@@ -108,6 +108,41 @@ def job_queue_start(
     return job
 
 
+@transaction.atomic
+def job_release_start(*, project: Project, user: Any, params: dict[str, Any]) -> Job:
+    """Queue a release of the project as a background job (see services/releases.py)."""
+    job = Job.objects.create(
+        project=project,
+        kind=Job.Kind.RELEASE,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+        params=params,
+    )
+    transaction.on_commit(lambda: _enqueue(job))
+    return job
+
+
+def _run_release(job: Job) -> dict[str, Any]:
+    from labelling.services.releases import ReleaseRequest, release_create
+
+    def progress(done: int, total: int) -> None:
+        cache.set(_progress_key(job.pk), min(done / max(total, 1), 0.99), PROGRESS_TTL)
+
+    release = release_create(
+        project=job.project,
+        user=job.created_by,
+        request=ReleaseRequest.from_params(job.params),
+        progress=progress,
+        job=job,
+    )
+    return {
+        "release": release.pk,
+        "version": release.version,
+        "row_count": release.row_count,
+        "sha256": release.sha256,
+        "url": f"/api/v1/releases/{release.pk}",
+    }
+
+
 def _run_import(job: Job) -> dict[str, Any]:
     path = Path(job.params["path"])
     if not path.exists():
@@ -139,7 +174,11 @@ def _run_queue(job: Job) -> dict[str, Any]:
     return result.as_dict()
 
 
-RUNNERS = {Job.Kind.IMPORT_PREDICTIONS: _run_import, Job.Kind.QUEUE: _run_queue}
+RUNNERS = {
+    Job.Kind.IMPORT_PREDICTIONS: _run_import,
+    Job.Kind.QUEUE: _run_queue,
+    Job.Kind.RELEASE: _run_release,
+}
 
 
 def job_run(*, job_id: int) -> None:

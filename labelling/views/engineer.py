@@ -9,13 +9,16 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from core.exceptions import NotFound, PermissionDenied
+from core.exceptions import InvalidInput, NotFound, PermissionDenied
 from core.permissions import ENGINEERS
 from labelling import selectors
-from labelling.forms import ApplyThresholdForm, ThresholdGoalsForm
+from labelling.forms import ApplyThresholdForm, ReleaseForm, ThresholdGoalsForm
 from labelling.models import Project
+from labelling.releases.rows import Filters
 from labelling.rendering import curve_points, histogram_bars, payload_fields
 from labelling.review import review_statistics
+from labelling.services.jobs import job_live_progress, job_release_start
+from labelling.services.releases import ReleaseRequest, release_request_validate
 from labelling.services.thresholds import project_threshold_set
 from labelling.thresholding import Goals, threshold_report
 
@@ -57,6 +60,7 @@ def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "queue": selectors.queue_overview(project),
         "doubtful": [(p, payload_fields(p.item.payload)) for p in doubtful],
         "review": review_statistics(project),
+        "releases": selectors.releases_of(project)[:5],
     }
     return render(request, "labelling/project_dashboard.html", context)
 
@@ -104,3 +108,51 @@ def _apply_threshold(request: HttpRequest, project: Project, version: str | None
         request, f"Threshold changed from {change.old_threshold:g} to {change.new_threshold:g}."
     )
     return redirect("project-threshold", slug=project.slug)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_releases(request: HttpRequest, slug: str) -> HttpResponse:
+    """The project's releases, their data checks, the release jobs' progress, and a new release."""
+    project = engineer_project(request, slug)
+    if isinstance(project, HttpResponse):
+        return project
+    form = ReleaseForm(request.POST or None)
+    if request.method == "POST":
+        created = _start_release(request, project, form)
+        if created:
+            return redirect("project-releases", slug=project.slug)
+    jobs = [(job, round(job_live_progress(job) * 100)) for job in selectors.release_jobs(project)]
+    context = {
+        "project": project,
+        "form": form,
+        "releases": selectors.releases_of(project),
+        "jobs": jobs,
+        "busy": any(job.status in ("queued", "running") for job, _ in jobs),
+    }
+    return render(request, "labelling/releases.html", context)
+
+
+def _start_release(request: HttpRequest, project: Project, form: ReleaseForm) -> bool:
+    if not form.is_valid():
+        return False
+    data = form.cleaned_data
+    release_request = ReleaseRequest(
+        fmt=data["format"],
+        filters=Filters(
+            since_last=data["since_last"],
+            split=data["split"] or None,
+            source=data["source"] or None,
+        ),
+        override_reason=data["override_reason"],
+        override_checks=tuple(data["override_checks"]) or None,
+    )
+    try:
+        release_request_validate(release_request)
+    except InvalidInput as exc:
+        for error in exc.errors:
+            form.add_error(error.field if error.field in form.fields else None, error.reason)
+        return False
+    job_release_start(project=project, user=request.user, params=release_request.as_params())
+    messages.success(request, "The release is being built; this page shows its progress.")
+    return True

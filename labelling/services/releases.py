@@ -1,0 +1,375 @@
+"""Releases: freeze a project's decided items into a checked, numbered, hashed export.
+
+The rows are streamed into a staging folder while they are hashed, counted and checked; only when
+every check passed (or was overridden with a reason) is the folder published under its version and
+the Release row written. A failure anywhere leaves neither files under a version nor a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import subprocess
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from core.exceptions import Conflict, InputError, InvalidInput
+from labelling.models import Job, Project, Release
+from labelling.releases import checks, rows
+from labelling.releases.formats import EXTENSIONS, FORMATS, HashingWriter, line_writer
+from labelling.releases.pgcopy import copy_chunks
+from labelling.releases.storage import ReleaseStorage, default_storage_url, discard, storage_for
+
+Progress = Callable[[int, int], None]
+PROGRESS_EVERY = 20_000
+# Namespace of the PostgreSQL advisory lock that numbers a project's releases one at a time
+# (a lock on the project row would hold up labelling while a large release is uploaded).
+ADVISORY_NAMESPACE = 7007
+MAX_REASON = 2000
+RELEASE_WORK_MEM = "128MB"
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """What the engineer asks for: format, filters, and overrides of failed checks."""
+
+    fmt: str = "jsonl"
+    filters: rows.Filters = field(default_factory=rows.Filters)
+    override_reason: str = ""
+    override_checks: tuple[str, ...] | None = None
+
+    def as_params(self) -> dict[str, Any]:
+        """The request as a job's parameters."""
+        return {
+            "format": self.fmt,
+            "filters": self.filters.as_dict(),
+            "override_reason": self.override_reason,
+            "override_checks": list(self.override_checks) if self.override_checks else None,
+        }
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ReleaseRequest:
+        """The request a job's parameters describe."""
+        checked = params.get("override_checks")
+        return cls(
+            fmt=params["format"],
+            filters=rows.Filters(**params["filters"]),
+            override_reason=params.get("override_reason") or "",
+            override_checks=tuple(checked) if checked else None,
+        )
+
+
+def release_request_validate(request: ReleaseRequest) -> None:
+    """Raise InvalidInput naming every problem of a release request."""
+    errors = []
+    if request.fmt not in FORMATS:
+        errors.append(InputError(f"must be one of {', '.join(FORMATS)}", field="format"))
+    unknown = sorted(set(request.override_checks or ()) - set(checks.CHECKS))
+    if unknown:
+        known = ", ".join(checks.CHECKS)
+        errors.append(
+            InputError(f"unknown checks {unknown} (known: {known})", field="override_checks")
+        )
+    if request.override_checks and not request.override_reason.strip():
+        errors.append(InputError("overriding checks needs a reason", field="override_reason"))
+    if len(request.override_reason) > MAX_REASON:
+        errors.append(InputError(f"at most {MAX_REASON} characters", field="override_reason"))
+    if errors:
+        raise InvalidInput("the release request is invalid", errors=errors)
+
+
+@functools.cache
+def code_version() -> str:
+    """The code a release was made by: QUORUM_CODE_VERSION, else the checkout's git commit."""
+    if settings.CODE_VERSION:
+        return str(settings.CODE_VERSION)
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return found.stdout.strip() or "unknown"
+
+
+def _previous_comparable(project: Project, filters: rows.Filters) -> Release | None:
+    """The newest release with the same split and source: what class drift compares with."""
+    for release in project.releases.order_by("-version"):
+        if rows.Filters(**release.filters).same_selection() == filters.same_selection():
+            return release
+    return None
+
+
+@dataclass
+class Written:
+    """What streaming the rows produced."""
+
+    row_count: int
+    sha256: str
+    size_bytes: int
+    class_counts: dict[str, int]
+    label_source_counts: dict[str, int]
+
+
+def _python_lines(project: Project, chosen: rows.Selection, fmt: str) -> Generator[bytes]:
+    header, line = line_writer(fmt, project)
+    build = rows.RowBuilder(project)
+    yield header
+    for raw in rows.raw_rows(chosen):
+        yield line(build(raw).data)
+
+
+def _chunks(project: Project, chosen: rows.Selection, fmt: str) -> Generator[bytes]:
+    """The data file's bytes: written by PostgreSQL itself (COPY), else row by row in Python."""
+    if connection.vendor == "postgresql":
+        return copy_chunks(project, chosen, fmt)
+    return _python_lines(project, chosen, fmt)
+
+
+def _stream(
+    project: Project, chosen: rows.Selection, fmt: str, path: Path, progress: Progress | None
+) -> Written:
+    """Write every selected row to `path`, hashing and counting as it goes."""
+    total = rows.count(chosen)
+    lines = reported = 0
+    with open(path, "wb") as stream:
+        out = HashingWriter(stream)
+        # Closed on any failure: an abandoned COPY would hold the connection for ever.
+        with contextlib.closing(_chunks(project, chosen, fmt)) as chunks:
+            for chunk in chunks:
+                out.write(chunk)
+                # Lines approximate rows (a CSV cell may hold a newline): enough for progress.
+                lines += chunk.count(b"\n")
+                if progress and lines - reported >= PROGRESS_EVERY:
+                    progress(min(lines, total), total)
+                    reported = lines
+        out.flush()
+    classes, sources = rows.label_counts(chosen)
+    return Written(
+        row_count=total,
+        sha256=out.sha256.hexdigest(),
+        size_bytes=out.size,
+        class_counts=classes,
+        label_source_counts=sources,
+    )
+
+
+def _manifest(
+    project: Project,
+    request: ReleaseRequest,
+    written: Written,
+    results: list[checks.CheckResult],
+    overrides: list[dict[str, Any]],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "project": project.slug,
+        **extra,
+        "format": request.fmt,
+        "filters": request.filters.as_dict(),
+        "row_count": written.row_count,
+        "labels": list(project.labels),
+        "fields": list(rows.FIELDS),
+        "class_counts": written.class_counts,
+        "label_source_counts": written.label_source_counts,
+        "checks": [r.as_dict() for r in results],
+        "overrides": overrides,
+        "sha256": written.sha256,
+        "size_bytes": written.size_bytes,
+        "code_version": code_version(),
+        "labellers": "pseudonymous: hmac-sha256(SECRET_KEY, project id and labeller id), 16 hex",
+    }
+
+
+def _lock_numbering(project: Project) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_NAMESPACE, project.pk])
+
+
+@dataclass
+class Built:
+    """A release written to staging and checked, waiting to be published."""
+
+    staging: Path
+    written: Written
+    results: list[checks.CheckResult]
+    overrides: list[dict[str, Any]]
+    last: Release | None
+    watermark: dict[str, Any]
+
+
+@transaction.atomic
+def _publish(
+    *,
+    project: Project,
+    request: ReleaseRequest,
+    built: Built,
+    storage: ReleaseStorage,
+    user: Any,
+    job: Job | None,
+) -> Release:
+    """Number the release, publish its folder and record it, all or nothing."""
+    _lock_numbering(project)
+    newest = project.releases.order_by("-version").first()
+    if (newest and newest.pk) != (built.last and built.last.pk):
+        raise Conflict("another release of this project was published meanwhile: run it again")
+    version = (newest.version if newest else 0) + 1
+    now = datetime.now(UTC)
+    by = user.get_username() if getattr(user, "is_authenticated", False) else ""
+    data_file = f"data.{EXTENSIONS[request.fmt]}"
+    extra = {"version": version, "created_at": now.isoformat(), "created_by": by}
+    extra["data_file"] = data_file
+    manifest = _manifest(project, request, built.written, built.results, built.overrides, extra)
+    (built.staging / "manifest.json").write_bytes(
+        orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n"
+    )
+    location = storage.publish(staging=built.staging, folder=f"{project.slug}/v{version}")
+    try:
+        return Release.objects.create(
+            project=project,
+            version=version,
+            filters=request.filters.as_dict(),
+            format=request.fmt,
+            row_count=built.written.row_count,
+            class_counts=built.written.class_counts,
+            label_source_counts=built.written.label_source_counts,
+            checks=manifest["checks"],
+            overrides=built.overrides,
+            sha256=built.written.sha256,
+            location=location,
+            data_file=data_file,
+            size_bytes=built.written.size_bytes,
+            code_version=manifest["code_version"],
+            watermark=built.watermark,
+            manifest=manifest,
+            job=job,
+            created_by=user if by else None,
+            created_at=now,
+        )
+    except IntegrityError:
+        storage.remove(location)
+        raise Conflict("another release took this version number: run it again") from None
+    except BaseException:
+        storage.remove(location)
+        raise
+
+
+def _check_overrides(
+    results: list[checks.CheckResult], request: ReleaseRequest, user: Any
+) -> list[dict[str, Any]]:
+    by = user.get_username() if getattr(user, "is_authenticated", False) else "command line"
+    overrides = checks.apply_overrides(
+        results,
+        reason=request.override_reason.strip(),
+        checks=list(request.override_checks) if request.override_checks else None,
+        user=by,
+    )
+    if checks.blocking(results):
+        raise checks.ChecksFailed(results)
+    return overrides
+
+
+@contextlib.contextmanager
+def _snapshot() -> Iterator[None]:
+    """One consistent view of the data for the checks, the counts and the rows: a REPEATABLE READ
+    transaction on PostgreSQL (inside an outer transaction, that transaction's view)."""
+    postgresql = connection.vendor == "postgresql"
+    repeatable = postgresql and not connection.in_atomic_block
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            if repeatable:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            if postgresql:
+                # The release query sorts and hashes a million wide rows: with the default 4 MB
+                # they spill to disk in batches. Only for this transaction.
+                cursor.execute(f"SET LOCAL work_mem = '{RELEASE_WORK_MEM}'")
+                cursor.execute("SET LOCAL jit = off")
+        yield
+
+
+def _build(
+    project: Project,
+    request: ReleaseRequest,
+    storage: ReleaseStorage,
+    user: Any,
+    progress: Progress | None,
+) -> Built:
+    """Select, check and write the release to a staging folder; raise if a check blocks it."""
+    with _snapshot():
+        last = project.releases.order_by("-version").first()
+        watermark = rows.watermark_now(project)
+        chosen = rows.selection(project, request.filters, last.watermark if last else None)
+        results = [checks.duplicate_content(chosen), checks.train_test_leakage(chosen)]
+        # Fail before writing a byte when the cheap checks already block the release.
+        _check_overrides(results, request, user)
+        if not rows.count(chosen):
+            raise InvalidInput(
+                "nothing to release: no approved or resolved items match "
+                f"{request.filters.as_dict()}"
+            )
+        staging = storage.staging()
+        try:
+            written = _stream(project, chosen, request.fmt, staging / "data", progress)
+            (staging / "data").rename(staging / f"data.{EXTENSIONS[request.fmt]}")
+            previous = _previous_comparable(project, request.filters)
+            results.append(
+                checks.class_drift(
+                    written.class_counts,
+                    previous.class_counts if previous else None,
+                    previous.version if previous else None,
+                    project.release_max_class_drift,
+                )
+            )
+            results.append(checks.payload_schema(chosen, project.schema or {}))
+            overrides = _check_overrides(results, request, user)
+        except BaseException:
+            discard(staging)
+            raise
+    return Built(staging, written, results, overrides, last, watermark)
+
+
+def release_create(
+    *,
+    project: Project,
+    user: Any = None,
+    request: ReleaseRequest | None = None,
+    storage_url: str | None = None,
+    progress: Progress | None = None,
+    job: Job | None = None,
+) -> Release:
+    """Freeze the project's decided items as its next release; raise if a check blocks it."""
+    request = request or ReleaseRequest()
+    release_request_validate(request)
+    storage = storage_for(storage_url or default_storage_url())
+    built = _build(project, request, storage, user, progress)
+    try:
+        return _publish(
+            project=project, request=request, built=built, storage=storage, user=user, job=job
+        )
+    finally:
+        discard(built.staging)
+
+
+def release_download_url(*, release: Release, streamed_url: str) -> str:
+    """Where to fetch the data file: a presigned link on S3, else the streamed download."""
+    return storage_for(release.location).presigned_url(release.location, release.data_file) or (
+        streamed_url
+    )
+
+
+def release_chunks(*, release: Release) -> Any:
+    """The bytes of a release's data file, streamed from its storage."""
+    return storage_for(release.location).chunks(release.location, release.data_file)
