@@ -26,6 +26,8 @@ class Project(TimestampedModel):
     target_confidence = models.FloatField(default=0.95)
     gold_rate = models.FloatField(default=0.1)
     escalation_below_confidence = models.FloatField(default=0.8)
+    # Outside crowds (the spec's `crowd` block): reward, durations, qualifications…
+    crowd = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["slug"]
@@ -456,3 +458,13 @@ class Job(TimestampedModel):
 
     def __str__(self) -> str:
         return f"job {self.pk} {self.kind} {self.status}"
+
+
+# The outside-crowd tables live with their code; Django finds them through this module.
+from labelling.crowd.models import CrowdAssignment, CrowdBatch, CrowdBlock, CrowdTask  # noqa: E402
+
+__all__ = [
+    "Consensus", "CrowdAssignment", "CrowdBatch", "CrowdBlock", "CrowdTask", "Escalation",
+    "Invitation", "Item", "Job", "Label", "Labeller", "LabellerDecision", "Lease", "Prediction",
+    "Project", "QueueEntry", "QueuePolicy", "ThresholdChange",
+]  # fmt: skip

@@ -21,6 +21,19 @@ DEFAULTS: dict[str, Any] = {
     "overlap": {"min": 3, "max": 5, "target_confidence": 0.95},
     "gold_rate": 0.1,
     "escalation": {"below_confidence": 0.8},
+    # Outside crowds (README, "Outside crowds"); `assignments` null means overlap.min.
+    "crowd": {
+        "reward": 0.05,
+        "assignments": None,
+        "title": "",
+        "description": "",
+        "keywords": "labelling, classification",
+        "lifetime_hours": 72,
+        "assignment_minutes": 10,
+        "auto_approve_hours": 72,
+        "min_approval_rate": 95,
+        "min_approved_hits": 0,
+    },
 }
 TOP_LEVEL_FIELDS = {"slug", "name", "labels", "positive_label", *DEFAULTS}
 
@@ -40,6 +53,7 @@ class ProjectSpec:
     target_confidence: float
     gold_rate: float
     escalation_below_confidence: float
+    crowd: dict[str, Any]
 
     def model_fields(self) -> dict[str, Any]:
         """The spec as Project model field values."""
@@ -116,6 +130,34 @@ def _labels(check: _Checker, value: object) -> tuple[str, ...]:
     return labels
 
 
+def _crowd(check: _Checker, crowd: dict[str, Any]) -> dict[str, Any]:
+    """The outside-crowd settings, checked against the platforms' limits (Mechanical Turk's)."""
+    out = dict(crowd)
+    out["reward"] = round(
+        check.number(crowd["reward"], "crowd.reward", 0.01, 100, open_low=False), 2
+    )
+    if crowd["assignments"] is not None:
+        out["assignments"] = check.integer(
+            crowd["assignments"], "crowd.assignments", 1, MAX_OVERLAP
+        )
+    for name, limit in (("title", 128), ("description", 2000), ("keywords", 1000)):
+        out[name] = check.text(crowd[name], f"crowd.{name}", limit)
+    out["lifetime_hours"] = check.integer(crowd["lifetime_hours"], "crowd.lifetime_hours", 1, 8760)
+    out["assignment_minutes"] = check.integer(
+        crowd["assignment_minutes"], "crowd.assignment_minutes", 1, 1440
+    )
+    out["auto_approve_hours"] = check.integer(
+        crowd["auto_approve_hours"], "crowd.auto_approve_hours", 0, 720
+    )
+    out["min_approval_rate"] = check.integer(
+        crowd["min_approval_rate"], "crowd.min_approval_rate", 0, 100
+    )
+    out["min_approved_hits"] = check.integer(
+        crowd["min_approved_hits"], "crowd.min_approved_hits", 0, 1_000_000
+    )
+    return out
+
+
 def parse_spec(data: object) -> ProjectSpec:
     """Validate a project spec and fill in its defaults; raise InvalidInput naming every problem."""
     check = _Checker()
@@ -141,6 +183,7 @@ def parse_spec(data: object) -> ProjectSpec:
         check.fail("positive_label", f"{positive!r} is not one of the labels")
     overlap = check.section(data, "overlap", {"min", "max", "target_confidence"})
     escalation = check.section(data, "escalation", {"below_confidence"})
+    crowd = _crowd(check, check.section(data, "crowd", set(DEFAULTS["crowd"])))
     spec = ProjectSpec(
         slug=slug,
         name=check.text(data.get("name", slug), "name", 200) or slug,
@@ -161,6 +204,7 @@ def parse_spec(data: object) -> ProjectSpec:
         escalation_below_confidence=check.number(
             escalation["below_confidence"], "escalation.below_confidence", 0, 1, open_low=False
         ),
+        crowd=crowd,
     )
     if spec.overlap_max < spec.overlap_min:
         check.fail("overlap.max", f"must be at least overlap.min ({spec.overlap_min})")
