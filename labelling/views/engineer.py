@@ -12,6 +12,7 @@ from django.views.decorators.http import require_http_methods
 from core.exceptions import NotFound, PermissionDenied
 from core.permissions import ENGINEERS
 from labelling import selectors
+from labelling.crowd.selectors import crowd_summary
 from labelling.forms import ApplyThresholdForm, ThresholdGoalsForm
 from labelling.models import Project
 from labelling.rendering import curve_points, histogram_bars, payload_fields
@@ -55,6 +56,7 @@ def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "queued_bars": histogram_bars(queued, tallest=max(everything, default=0)),
         "queue": selectors.queue_overview(project),
         "doubtful": [(p, payload_fields(p.item.payload)) for p in doubtful],
+        "crowd": crowd_summary(project),
     }
     return render(request, "labelling/project_dashboard.html", context)
 
