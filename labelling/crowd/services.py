@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -47,6 +50,7 @@ REFUSE_DEFAULT = (
     "Your answers in this batch were reviewed and could not be used, so this assignment is "
     "not paid. Please read the instructions carefully in future tasks."
 )
+SETTLE_LOCK_SECONDS = 600
 BLOCK_REASON = "Answers at random or always the same answer, across many assignments"
 
 
@@ -254,7 +258,8 @@ def crowd_answer_record(
     platform reports it, or the platform cannot) becomes a label."""
     batch = task.batch
     assignment = (
-        CrowdAssignment.objects.select_for_update()
+        # Only the assignment row: its labeller and label may be missing (outer joins).
+        CrowdAssignment.objects.select_for_update(of=("self",))
         .select_related("batch__project", "task", "labeller", "label")
         .filter(batch=batch, remote_id=remote_id)
         .first()
@@ -270,7 +275,8 @@ def crowd_answer_record(
                     answer=answer or "", duration_ms=duration_ms,
                 )  # fmt: skip
         except IntegrityError:
-            raise Conflict("this worker has already answered this item") from None
+            # A concurrent synchronisation recorded it a moment ago: take that row.
+            assignment = _recorded(batch, remote_id)
     elif assignment.worker_id != worker_id or assignment.task_id != task.pk:
         raise Conflict("this assignment belongs to another worker or item")
     if assignment.status == CrowdAssignment.Status.RECEIVED and answer is not None:
@@ -282,6 +288,15 @@ def crowd_answer_record(
         _give_label(assignment)
     _take_platform_status(assignment, platform_status)
     assignment.save()
+    return assignment
+
+
+def _recorded(batch: CrowdBatch, remote_id: str) -> CrowdAssignment:
+    found = CrowdAssignment.objects.select_for_update(of=("self",)).filter(
+        batch=batch, remote_id=remote_id
+    )
+    if (assignment := found.select_related("batch__project", "task").first()) is None:
+        raise Conflict("this worker has already answered this item")
     return assignment
 
 
@@ -387,9 +402,26 @@ def _mark_applied(assignment: CrowdAssignment) -> None:
     assignment.save(update_fields=["status", "applied_at", "error"])
 
 
+@contextmanager
+def _settling(batch: CrowdBatch) -> Iterator[None]:
+    """One settlement of a batch at a time across processes (the beat task, the page's button),
+    so that no decision is sent twice."""
+    key = f"quorum:crowd-settle:{batch.pk}"
+    if not cache.add(key, 1, timeout=SETTLE_LOCK_SECONDS):
+        raise Conflict("this batch is being settled right now; try again in a minute")
+    try:
+        yield
+    finally:
+        cache.delete(key)
+
+
 def crowd_batch_settle(*, batch: CrowdBatch, adapter: CrowdPlatform | None = None) -> SettleResult:
     """Pay or refuse every decided assignment of the batch and block its clear spammers."""
-    adapter = adapter or platform_for(batch.platform)
+    with _settling(batch):
+        return _settle(batch, adapter or platform_for(batch.platform))
+
+
+def _settle(batch: CrowdBatch, adapter: CrowdPlatform) -> SettleResult:
     result = SettleResult()
     waiting = batch.assignments.filter(
         status=CrowdAssignment.Status.SUBMITTED, applied_at__isnull=True
@@ -539,6 +571,8 @@ def crowd_sync_all() -> int:
             batch.error = "; ".join(result.errors)[:5000]
         except PlatformError as exc:
             batch.error = exc.message
+        except Conflict:
+            continue  # settled elsewhere at this moment: the next run takes it
         batch.save(update_fields=["error"])
         done += 1
     return done

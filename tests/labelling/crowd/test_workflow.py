@@ -456,3 +456,62 @@ def test_a_closed_batch_is_deleted_on_amazon_once_its_last_answer_is_settled(
     assert fake_mturk.hits[task.remote_id]["deleted"] is True
     task.refresh_from_db()
     assert task.deleted_at is not None
+
+
+def test_a_batch_is_settled_by_one_process_at_a_time(
+    fake_mturk: FakeMTurk, make_queued: Callable[..., Project]
+) -> None:
+    from django.core.cache import cache
+
+    project = make_queued(1)
+    batch = publish(project, "mturk", assignments=1)
+    everyone_answers(MTurkCrowd(fake_mturk), batch, ("w-ann",))
+    services.crowd_batch_sync(batch=batch)
+    cache.add(f"quorum:crowd-settle:{batch.pk}", 1)
+
+    with pytest.raises(Exception, match="being settled right now"):
+        services.crowd_batch_settle(batch=batch)
+    assert services.crowd_sync_all() == 0 and not fake_mturk.called("approve_assignment")
+
+    cache.delete(f"quorum:crowd-settle:{batch.pk}")
+    assert services.crowd_batch_settle(batch=batch).paid == 1
+
+
+def test_an_answer_recorded_meanwhile_by_another_process_is_taken_as_is(
+    fake_mturk: FakeMTurk, make_queued: Callable[..., Project], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = make_queued(1)
+    batch = publish(project, "mturk", assignments=2)
+    task = batch.tasks.get()
+    services.crowd_answer_record(
+        task=task,
+        remote_id="A1",
+        worker_id="w-ann",
+        answer="match",
+        duration_ms=None,
+        confirmed=True,
+    )
+    # The other process's row was not there when this one looked.
+    monkeypatch.setattr(services, "_returned", lambda *args: None)
+    real_filter = CrowdAssignment.objects.filter
+    calls = {"n": 0}
+
+    def first_lookup_misses(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        found = real_filter(*args, **kwargs)
+        return found.none() if calls["n"] == 1 else found
+
+    monkeypatch.setattr(CrowdAssignment.objects, "filter", first_lookup_misses)
+
+    again = services.crowd_answer_record(
+        task=task,
+        remote_id="A1",
+        worker_id="w-ann",
+        answer="match",
+        duration_ms=None,
+        confirmed=True,
+    )
+
+    monkeypatch.undo()
+    assert again.remote_id == "A1" and CrowdAssignment.objects.count() == 1
+    assert Label.objects.filter(batch=batch.name).count() == 1
