@@ -220,7 +220,7 @@ def _labeller(project: Project, platform: str, worker_id: str) -> Labeller:
     return labeller
 
 
-def _give_label(assignment: CrowdAssignment) -> None:
+def _give_label(assignment: CrowdAssignment, *, schedule: bool) -> None:
     """Turn a confirmed answer into a label of the worker's labeller (once)."""
     labeller = assignment.labeller
     batch, item_id = assignment.batch, assignment.task.item_id
@@ -245,17 +245,20 @@ def _give_label(assignment: CrowdAssignment) -> None:
     Item.objects.filter(pk=item_id, state__in=["", Item.State.QUEUED]).update(
         state=Item.State.COLLECTING
     )
-    project_id = batch.project_id
-    transaction.on_commit(lambda: consensus_schedule(project_id=project_id))
+    if schedule:
+        project_id = batch.project_id
+        transaction.on_commit(lambda: consensus_schedule(project_id=project_id))
 
 
 @transaction.atomic
 def crowd_answer_record(
     *, task: CrowdTask, remote_id: str, worker_id: str, answer: str | None,
     duration_ms: int | None, confirmed: bool, platform_status: str = "submitted",
+    schedule: bool = True,
 ) -> CrowdAssignment:  # fmt: skip
     """Record one worker's answer for a task, once per assignment id; a confirmed answer (the
-    platform reports it, or the platform cannot) becomes a label."""
+    platform reports it, or the platform cannot) becomes a label. `schedule`: ask for a
+    consensus recomputation after it (a synchronisation asks once, at its end)."""
     batch = task.batch
     assignment = (
         # Only the assignment row: its labeller and label may be missing (outer joins).
@@ -285,7 +288,7 @@ def crowd_answer_record(
         assignment.duration_ms = duration_ms or assignment.duration_ms
     if confirmed and assignment.status == CrowdAssignment.Status.RECEIVED:
         assignment.status = CrowdAssignment.Status.SUBMITTED
-        _give_label(assignment)
+        _give_label(assignment, schedule=schedule)
     _take_platform_status(assignment, platform_status)
     assignment.save()
     return assignment
@@ -334,7 +337,11 @@ def crowd_batch_sync(*, batch: CrowdBatch, adapter: CrowdPlatform | None = None)
                 _record(task, sub)
     batch.synced_at = timezone.now()
     batch.save(update_fields=["synced_at"])
-    return batch.assignments.exclude(status=CrowdAssignment.Status.RECEIVED).count() - before
+    new = batch.assignments.exclude(status=CrowdAssignment.Status.RECEIVED).count() - before
+    if new:
+        # One recomputation for the whole synchronisation, not one per answer.
+        consensus_schedule(project_id=batch.project_id)
+    return new
 
 
 def _tasks_to_sync(batch: CrowdBatch) -> Any:
@@ -353,7 +360,7 @@ def _tasks_to_sync(batch: CrowdBatch) -> Any:
 def _record(task: CrowdTask, sub: Submission) -> None:
     crowd_answer_record(
         task=task, remote_id=sub.remote_id, worker_id=sub.worker_id, answer=sub.answer,
-        duration_ms=sub.duration_ms, confirmed=True, platform_status=sub.status,
+        duration_ms=sub.duration_ms, confirmed=True, platform_status=sub.status, schedule=False,
     )  # fmt: skip
 
 

@@ -91,6 +91,12 @@ def _assignment(request: HttpRequest, project: Project) -> CrowdAssignment:
 
 
 def _publish(request: HttpRequest, project: Project, fields: dict[str, Any]) -> str:
+    # The engineer publishes at the cost they were shown, or not at all.
+    estimate = services.crowd_estimate(project=project, **fields)
+    if request.POST.get("total", "") != str(estimate.total):
+        raise QuorumError(
+            f"Nothing published: the cost is now ${estimate.total}; estimate it again first."
+        )
     batch = services.crowd_batch_create(project=project, user=request.user, **fields)
     services.crowd_batch_publish(batch=batch)
     return f"Batch {batch.pk} published: {batch.tasks.count()} items on {batch.platform}."

@@ -238,7 +238,10 @@ def test_the_engineer_estimates_then_publishes_a_batch(
     estimate = client.post("/projects/pet-match/crowd/", {**fields, "action": "estimate"})
     assert "$1.44" in estimate.content.decode() and not CrowdBatch.objects.exists()
 
-    client.post("/projects/pet-match/crowd/", {**fields, "action": "publish"})
+    client.post("/projects/pet-match/crowd/", {**fields, "action": "publish", "total": "9.99"})
+    stale = client.get("/projects/pet-match/crowd/").content.decode()
+    assert "the cost is now $1.44" in stale and not CrowdBatch.objects.exists()
+    client.post("/projects/pet-match/crowd/", {**fields, "action": "publish", "total": "1.44"})
     page = client.get("/projects/pet-match/crowd/").content.decode()
 
     batch = CrowdBatch.objects.get()
@@ -259,7 +262,7 @@ def test_the_engineer_sees_the_balance_and_amazons_refusals(
         request_error("CreateHITType", "Your account is not allowed to create HITs")
     ]
     fields = {"platform": "mturk", "size": "2", "reward": "0.10", "assignments": "3"}
-    client.post("/projects/pet-match/crowd/", {**fields, "action": "publish"})
+    client.post("/projects/pet-match/crowd/", {**fields, "action": "publish", "total": "0.72"})
     refused = client.get("/projects/pet-match/crowd/").content.decode()
 
     assert "balance available: $250.00" in balance

@@ -515,3 +515,28 @@ def test_an_answer_recorded_meanwhile_by_another_process_is_taken_as_is(
     monkeypatch.undo()
     assert again.remote_id == "A1" and CrowdAssignment.objects.count() == 1
     assert Label.objects.filter(batch=batch.name).count() == 1
+
+
+def test_a_synchronisation_asks_for_one_consensus_run_however_many_answers_it_brings(
+    fake_mturk: FakeMTurk,
+    make_queued: Callable[..., Project],
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    project = make_queued(4)
+    batch = publish(project, "mturk", size=3, assignments=2)
+    for task in batch.tasks.all():
+        fake_mturk.work(task.remote_id, "w-ann", "match")
+        fake_mturk.work(task.remote_id, "w-bob", "match")
+    asked: list[int] = []
+    monkeypatch.setattr(services, "consensus_schedule", lambda *, project_id: asked.append(1))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.crowd_batch_sync(batch=batch) == 6
+        assert services.crowd_batch_sync(batch=batch) == 0
+
+    assert asked == [1]
+    link = publish(project, "prolific", size=1, assignments=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        LinkCrowd().answer(link, link.tasks.first(), "PID", "match")  # type: ignore[arg-type]
+    assert asked == [1, 1]
