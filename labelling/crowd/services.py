@@ -51,6 +51,7 @@ REFUSE_DEFAULT = (
     "not paid. Please read the instructions carefully in future tasks."
 )
 SETTLE_LOCK_SECONDS = 600
+SYNC_CHUNK = 200
 BLOCK_REASON = "Answers at random or always the same answer, across many assignments"
 
 
@@ -220,8 +221,9 @@ def _labeller(project: Project, platform: str, worker_id: str) -> Labeller:
     return labeller
 
 
-def _give_label(assignment: CrowdAssignment, *, schedule: bool) -> None:
-    """Turn a confirmed answer into a label of the worker's labeller (once)."""
+def _give_label(assignment: CrowdAssignment, *, labelled: list[int] | None) -> None:
+    """Turn a confirmed answer into a label of the worker's labeller (once); with `labelled`,
+    only note the item there for the caller to bring up to date with the others."""
     labeller = assignment.labeller
     batch, item_id = assignment.batch, assignment.task.item_id
     if labeller is None or assignment.label_id is not None:
@@ -241,24 +243,31 @@ def _give_label(assignment: CrowdAssignment, *, schedule: bool) -> None:
         batch=batch.name,
         duration_ms=assignment.duration_ms,
     )
-    entries_recount(item_ids=[item_id])
-    Item.objects.filter(pk=item_id, state__in=["", Item.State.QUEUED]).update(
+    if labelled is not None:
+        labelled.append(item_id)
+        return
+    _items_labelled([item_id])
+    project_id = batch.project_id
+    transaction.on_commit(lambda: consensus_schedule(project_id=project_id))
+
+
+def _items_labelled(item_ids: list[int]) -> None:
+    """Queue entries count the new labels; items not yet in labelling are now collecting."""
+    entries_recount(item_ids=item_ids)
+    Item.objects.filter(pk__in=item_ids, state__in=["", Item.State.QUEUED]).update(
         state=Item.State.COLLECTING
     )
-    if schedule:
-        project_id = batch.project_id
-        transaction.on_commit(lambda: consensus_schedule(project_id=project_id))
 
 
 @transaction.atomic
 def crowd_answer_record(
     *, task: CrowdTask, remote_id: str, worker_id: str, answer: str | None,
     duration_ms: int | None, confirmed: bool, platform_status: str = "submitted",
-    schedule: bool = True,
+    labelled: list[int] | None = None,
 ) -> CrowdAssignment:  # fmt: skip
     """Record one worker's answer for a task, once per assignment id; a confirmed answer (the
-    platform reports it, or the platform cannot) becomes a label. `schedule`: ask for a
-    consensus recomputation after it (a synchronisation asks once, at its end)."""
+    platform reports it, or the platform cannot) becomes a label. A synchronisation passes
+    `labelled` to bring queue entries up to date and ask for consensus once, at its end."""
     batch = task.batch
     assignment = (
         # Only the assignment row: its labeller and label may be missing (outer joins).
@@ -288,7 +297,7 @@ def crowd_answer_record(
         assignment.duration_ms = duration_ms or assignment.duration_ms
     if confirmed and assignment.status == CrowdAssignment.Status.RECEIVED:
         assignment.status = CrowdAssignment.Status.SUBMITTED
-        _give_label(assignment, schedule=schedule)
+        _give_label(assignment, labelled=labelled)
     _take_platform_status(assignment, platform_status)
     assignment.save()
     return assignment
@@ -331,17 +340,56 @@ def crowd_batch_sync(*, batch: CrowdBatch, adapter: CrowdPlatform | None = None)
     """Take the work the platform holds for the batch; return how many answers are new."""
     adapter = adapter or platform_for(batch.platform)
     before = batch.assignments.exclude(status=CrowdAssignment.Status.RECEIVED).count()
-    if adapter.reports_work:
-        for task in _tasks_to_sync(batch):
-            for sub in adapter.submissions(task=task):
-                _record(task, sub)
+    labelled: list[int] = []
+    try:
+        if adapter.reports_work:
+            _sync_tasks(batch, adapter, labelled)
+    finally:
+        # Also after a failure half-way: the labels taken so far count, and consensus runs once
+        # for the whole synchronisation, not once per answer.
+        if labelled:
+            _items_labelled(sorted(set(labelled)))
+            consensus_schedule(project_id=batch.project_id)
     batch.synced_at = timezone.now()
     batch.save(update_fields=["synced_at"])
-    new = batch.assignments.exclude(status=CrowdAssignment.Status.RECEIVED).count() - before
-    if new:
-        # One recomputation for the whole synchronisation, not one per answer.
-        consensus_schedule(project_id=batch.project_id)
-    return new
+    return batch.assignments.exclude(status=CrowdAssignment.Status.RECEIVED).count() - before
+
+
+def _sync_tasks(batch: CrowdBatch, adapter: CrowdPlatform, labelled: list[int]) -> None:
+    """Read every task's work from the platform; record the news in transactions of up to
+    SYNC_CHUNK answers (one commit an answer would cost more than the answer)."""
+    known = _known(batch)
+    news: list[tuple[CrowdTask, Submission]] = []
+    for task in _tasks_to_sync(batch):
+        news += [
+            (task, sub)
+            for sub in adapter.submissions(task=task)
+            if not _unchanged(known.get(sub.remote_id), sub.status)
+        ]
+        if len(news) >= SYNC_CHUNK:
+            _record_all(news, labelled)
+            news = []
+    _record_all(news, labelled)
+
+
+@transaction.atomic
+def _record_all(news: list[tuple[CrowdTask, Submission]], labelled: list[int]) -> None:
+    for task, sub in news:
+        _record(task, sub, labelled)
+
+
+def _unchanged(recorded: str | None, reported: str) -> bool:
+    """Whether an assignment's news is already recorded (a decision Quorum has just carried out
+    may not show on the platform yet)."""
+    settled = (CrowdAssignment.Status.APPROVED, CrowdAssignment.Status.REJECTED)
+    return recorded == reported or (reported == "submitted" and recorded in settled)
+
+
+def _known(batch: CrowdBatch) -> dict[str, str]:
+    """The batch's confirmed assignments and their status, by platform id: unchanged ones are
+    not written again at every synchronisation."""
+    confirmed = batch.assignments.exclude(status=CrowdAssignment.Status.RECEIVED)
+    return dict(confirmed.values_list("remote_id", "status"))
 
 
 def _tasks_to_sync(batch: CrowdBatch) -> Any:
@@ -357,10 +405,11 @@ def _tasks_to_sync(batch: CrowdBatch) -> Any:
     )
 
 
-def _record(task: CrowdTask, sub: Submission) -> None:
+def _record(task: CrowdTask, sub: Submission, labelled: list[int]) -> None:
     crowd_answer_record(
         task=task, remote_id=sub.remote_id, worker_id=sub.worker_id, answer=sub.answer,
-        duration_ms=sub.duration_ms, confirmed=True, platform_status=sub.status, schedule=False,
+        duration_ms=sub.duration_ms, confirmed=True, platform_status=sub.status,
+        labelled=labelled,
     )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ import pytest
 from labelling.crowd import services
 from labelling.crowd.models import CrowdAssignment, CrowdBatch, CrowdBlock, CrowdTask
 from labelling.crowd.services import REFUSE_FEEDBACK
-from labelling.models import Item, Label, Labeller, LabellerDecision, Project
+from labelling.models import Item, Label, Labeller, LabellerDecision, Project, QueueEntry
 from labelling.services.consensus import consensus_compute
 from labelling.services.labellers import labeller_approve, labeller_reject
 from tests.labelling.crowd.fakes import FakeMTurk
@@ -115,6 +115,8 @@ def test_a_batch_goes_from_publish_to_paid_with_the_spammer_refused_and_blocked(
 
     labels = Label.objects.filter(project=project, batch=batch.name, state="valid")
     assert labels.count() == 96 and set(labels.values_list("source", flat=True)) == {crowd.platform}
+    entries = QueueEntry.objects.filter(project=project)
+    assert set(entries.values_list("labels_count", flat=True)) == {4}, "the queue counts them"
     spam = Labeller.objects.get(project=project, platform=crowd.platform, worker_id=SPAMMER)
     consensus_compute(project=project)
     spam.refresh_from_db()
@@ -540,3 +542,31 @@ def test_a_synchronisation_asks_for_one_consensus_run_however_many_answers_it_br
     with django_capture_on_commit_callbacks(execute=True):
         LinkCrowd().answer(link, link.tasks.first(), "PID", "match")  # type: ignore[arg-type]
     assert asked == [1, 1]
+
+
+def test_a_sync_writes_only_news_such_as_amazons_automatic_approval(
+    fake_mturk: FakeMTurk, make_queued: Callable[..., Project], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = make_queued(2)
+    batch = publish(project, "mturk", assignments=2)
+    everyone_answers(MTurkCrowd(fake_mturk), batch, ("w-ann", "w-bob"))
+    services.crowd_batch_sync(batch=batch)
+    recorded: list[str] = []
+    real = services._record
+    monkeypatch.setattr(
+        services,
+        "_record",
+        lambda t, sub, done: (recorded.append(sub.remote_id), real(t, sub, done)),
+    )
+    services.crowd_batch_sync(batch=batch)
+    assert recorded == []
+
+    # The auto-approval delay passes on Amazon's side before Quorum decides.
+    auto = next(iter(fake_mturk.assignments.values()))
+    auto["AssignmentStatus"] = "Approved"
+    services.crowd_batch_sync(batch=batch)
+
+    assert recorded == [auto["AssignmentId"]]
+    approved = batch.assignments.get(remote_id=auto["AssignmentId"])
+    assert approved.status == "approved" and approved.decision == "pay" and approved.applied_at
+    assert services.crowd_batch_settle(batch=batch).paid == 3
