@@ -2,6 +2,6 @@
 
 `platforms.py` holds the small adapter interface every platform implements and the registry of
 platforms; `mturk.py` (Amazon Mechanical Turk through boto3) and `link.py` (platforms that send
-workers to a link, Prolific-style) implement it; `services.py` runs the workflow the same way for
+workers to a link, Prolific-style) implement it; `services/` runs the workflow the same way for
 every platform: publish, synchronise, settle (pay or refuse, block spammers), close.
 """

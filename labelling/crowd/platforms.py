@@ -1,7 +1,7 @@
 """The adapter interface an outside crowd platform implements, and the registry of platforms.
 
 A platform only talks to the outside world; every decision (what to publish, whom to pay,
-whom to block) is taken in labelling/crowd/services.py, the same way for every platform. A new
+whom to block) is taken in labelling/crowd/services/, the same way for every platform. A new
 platform is one class with these methods and one line in PLATFORMS.
 """
 

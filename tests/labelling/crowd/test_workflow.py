@@ -11,7 +11,7 @@ import pytest
 
 from labelling.crowd import services
 from labelling.crowd.models import CrowdAssignment, CrowdBatch, CrowdBlock, CrowdTask
-from labelling.crowd.services import REFUSE_FEEDBACK
+from labelling.crowd.services import REFUSE_FEEDBACK, work
 from labelling.models import Item, Label, Labeller, LabellerDecision, Project, QueueEntry
 from labelling.services.consensus import consensus_compute
 from labelling.services.labellers import labeller_approve, labeller_reject
@@ -494,7 +494,7 @@ def test_an_answer_recorded_meanwhile_by_another_process_is_taken_as_is(
         confirmed=True,
     )
     # The other process's row was not there when this one looked.
-    monkeypatch.setattr(services, "_returned", lambda *args: None)
+    monkeypatch.setattr(work, "_returned", lambda *args: None)
     real_filter = CrowdAssignment.objects.filter
     calls = {"n": 0}
 
@@ -531,7 +531,7 @@ def test_a_synchronisation_asks_for_one_consensus_run_however_many_answers_it_br
         fake_mturk.work(task.remote_id, "w-ann", "match")
         fake_mturk.work(task.remote_id, "w-bob", "match")
     asked: list[int] = []
-    monkeypatch.setattr(services, "consensus_schedule", lambda *, project_id: asked.append(1))
+    monkeypatch.setattr(work, "consensus_schedule", lambda *, project_id: asked.append(1))
 
     with django_capture_on_commit_callbacks(execute=True):
         assert services.crowd_batch_sync(batch=batch) == 6
@@ -552,9 +552,9 @@ def test_a_sync_writes_only_news_such_as_amazons_automatic_approval(
     everyone_answers(MTurkCrowd(fake_mturk), batch, ("w-ann", "w-bob"))
     services.crowd_batch_sync(batch=batch)
     recorded: list[str] = []
-    real = services._record
+    real = work._record
     monkeypatch.setattr(
-        services,
+        work,
         "_record",
         lambda t, sub, done: (recorded.append(sub.remote_id), real(t, sub, done)),
     )
