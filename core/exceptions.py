@@ -98,3 +98,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, QuorumError):
         return Response(exc.as_dict(), status=exc.status_code)
     return exception_handler(exc, context)
+
+
+class PlatformError(QuorumError):
+    """An outside crowd platform refused a request or kept failing; nothing more was done."""
+
+    status_code = 502
+    code = "platform_error"

@@ -176,6 +176,7 @@ CELERY_BEAT_SCHEDULE = {
     "resend-queued-jobs": {"task": "labelling.resend_queued_jobs", "schedule": 60.0},
     "expire-leases": {"task": "labelling.expire_leases", "schedule": 30.0},
     "aggregate-stale-projects": {"task": "labelling.aggregate_stale_projects", "schedule": 300.0},
+    "sync-crowd-batches": {"task": "labelling.sync_crowd_batches", "schedule": 120.0},
 }
 # A web request must not hang when Redis is down: fail the publish fast and let the caller
 # record that the job still waits to be sent.
@@ -213,6 +214,24 @@ if MTURK_ENDPOINT not in {"sandbox", "production"} and urlparse(MTURK_ENDPOINT).
     raise ImproperlyConfigured(
         f"MTURK_ENDPOINT must be sandbox, production or an http(s) URL, got {MTURK_ENDPOINT!r}"
     )
+
+# Amazon's worker sites: the only pages that may frame /ext/mturk/{slug}/, and the only hosts its
+# answers are posted on to (turkSubmitTo). Tests add a local stand-in.
+MTURK_WORKER_HOSTS = env_list(
+    "MTURK_WORKER_HOSTS", ["https://www.mturk.com", "https://workersandbox.mturk.com"]
+)
+for _host in MTURK_WORKER_HOSTS:
+    _parsed = urlparse(_host)
+    if _parsed.scheme not in {"http", "https"} or not _parsed.netloc or _parsed.path.strip("/"):
+        raise ImproperlyConfigured(
+            f"MTURK_WORKER_HOSTS holds {_host!r}: use origins like https://www.mturk.com"
+        )
+# The address workers reach this server at (https://…): outside platforms link to its pages.
+PUBLIC_URL = env_str("QUORUM_PUBLIC_URL").rstrip("/")
+if PUBLIC_URL and (
+    urlparse(PUBLIC_URL).scheme not in {"http", "https"} or not urlparse(PUBLIC_URL).netloc
+):
+    raise ImproperlyConfigured(f"QUORUM_PUBLIC_URL must be an http(s) URL, got {PUBLIC_URL!r}")
 
 # Uploaded prediction files wait here for their background import; several web and worker
 # machines need this folder shared (see README, "Running on several machines").

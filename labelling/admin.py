@@ -2,7 +2,17 @@
 
 from django.contrib import admin
 
-from labelling.models import Item, Job, Labeller, Prediction, Project, QueueEntry, QueuePolicy
+from labelling.models import (
+    CrowdAssignment,
+    CrowdBatch,
+    Item,
+    Job,
+    Labeller,
+    Prediction,
+    Project,
+    QueueEntry,
+    QueuePolicy,
+)
 
 
 @admin.register(Project)
@@ -48,3 +58,16 @@ class QueueEntryAdmin(admin.ModelAdmin):
     list_display = ["item", "project", "rule", "score", "model_version", "priority", "created_at"]
     list_filter = ["project", "rule"]
     raw_id_fields = ["item"]
+
+
+@admin.register(CrowdBatch)
+class CrowdBatchAdmin(admin.ModelAdmin):
+    list_display = ["pk", "project", "platform", "status", "remote_id", "reward", "created_at"]
+    list_filter = ["platform", "status"]
+
+
+@admin.register(CrowdAssignment)
+class CrowdAssignmentAdmin(admin.ModelAdmin):
+    list_display = ["remote_id", "batch", "worker_id", "answer", "status", "decision", "applied_at"]
+    list_filter = ["status", "decision"]
+    raw_id_fields = ["task", "labeller", "label"]

@@ -38,6 +38,8 @@ class Project(TimestampedModel):
     # A release is blocked when its class shares moved further than this (total variation
     # distance) from the last release with the same filters (spec `release.max_class_drift`).
     release_max_class_drift = models.FloatField(default=0.1, db_default=0.1)
+    # Outside crowds (the spec's `crowd` block): reward, durations, qualifications…
+    crowd = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["slug"]
@@ -570,3 +572,13 @@ class Release(models.Model):
         if not self._state.adding:
             raise Conflict(f"release {self.pk} is frozen: a new export makes the next version")
         super().save(*args, **kwargs)
+
+
+# The outside-crowd tables live with their code; Django finds them through this module.
+from labelling.crowd.models import CrowdAssignment, CrowdBatch, CrowdBlock, CrowdTask  # noqa: E402
+
+__all__ = [
+    "Consensus", "CrowdAssignment", "CrowdBatch", "CrowdBlock", "CrowdTask", "Escalation",
+    "Invitation", "Item", "Job", "Label", "Labeller", "LabellerDecision", "Lease", "Prediction",
+    "Project", "QueueEntry", "QueuePolicy", "Release", "ThresholdChange",
+]  # fmt: skip

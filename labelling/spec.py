@@ -23,6 +23,19 @@ DEFAULTS: dict[str, Any] = {
     "escalation": {"below_confidence": 0.8, "audit_fraction": 0.02, "harm_weights": {}},
     "release": {"max_class_drift": 0.1},
     "schema": {},
+    # Outside crowds (README, "Outside crowds"); `assignments` null means overlap.min.
+    "crowd": {
+        "reward": 0.05,
+        "assignments": None,
+        "title": "",
+        "description": "",
+        "keywords": "labelling, classification",
+        "lifetime_hours": 72,
+        "assignment_minutes": 10,
+        "auto_approve_hours": 72,
+        "min_approval_rate": 95,
+        "min_approved_hits": 0,
+    },
 }
 SCHEMA_TYPES = {"number", "integer", "string", "boolean", "object", "array"}
 SCHEMA_RULE_FIELDS = {"type", "min", "max", "required"}
@@ -44,6 +57,7 @@ class ProjectSpec:
     target_confidence: float
     gold_rate: float
     escalation_below_confidence: float
+    crowd: dict[str, Any]
     escalation_audit_fraction: float = 0.02
     # label → how much a mistake on an item of that label costs (missing labels weigh 1).
     escalation_harm_weights: dict[str, float] | None = None
@@ -168,6 +182,34 @@ def _schema(check: _Checker, value: object) -> dict[str, dict[str, Any]]:
     return {str(name): _schema_rule(check, str(name), rule) for name, rule in value.items()}
 
 
+def _crowd(check: _Checker, crowd: dict[str, Any]) -> dict[str, Any]:
+    """The outside-crowd settings, checked against the platforms' limits (Mechanical Turk's)."""
+    out = dict(crowd)
+    out["reward"] = round(
+        check.number(crowd["reward"], "crowd.reward", 0.01, 100, open_low=False), 2
+    )
+    if crowd["assignments"] is not None:
+        out["assignments"] = check.integer(
+            crowd["assignments"], "crowd.assignments", 1, MAX_OVERLAP
+        )
+    for name, limit in (("title", 128), ("description", 2000), ("keywords", 1000)):
+        out[name] = check.text(crowd[name], f"crowd.{name}", limit)
+    out["lifetime_hours"] = check.integer(crowd["lifetime_hours"], "crowd.lifetime_hours", 1, 8760)
+    out["assignment_minutes"] = check.integer(
+        crowd["assignment_minutes"], "crowd.assignment_minutes", 1, 1440
+    )
+    out["auto_approve_hours"] = check.integer(
+        crowd["auto_approve_hours"], "crowd.auto_approve_hours", 0, 720
+    )
+    out["min_approval_rate"] = check.integer(
+        crowd["min_approval_rate"], "crowd.min_approval_rate", 0, 100
+    )
+    out["min_approved_hits"] = check.integer(
+        crowd["min_approved_hits"], "crowd.min_approved_hits", 0, 1_000_000
+    )
+    return out
+
+
 def parse_spec(data: object) -> ProjectSpec:
     """Validate a project spec and fill in its defaults; raise InvalidInput naming every problem."""
     check = _Checker()
@@ -196,6 +238,7 @@ def parse_spec(data: object) -> ProjectSpec:
         data, "escalation", {"below_confidence", "audit_fraction", "harm_weights"}
     )
     release = check.section(data, "release", {"max_class_drift"})
+    crowd = _crowd(check, check.section(data, "crowd", set(DEFAULTS["crowd"])))
     spec = ProjectSpec(
         slug=slug,
         name=check.text(data.get("name", slug), "name", 200) or slug,
@@ -224,6 +267,7 @@ def parse_spec(data: object) -> ProjectSpec:
             release["max_class_drift"], "release.max_class_drift", 0, 1, open_low=False
         ),
         schema=_schema(check, data.get("schema", {})),
+        crowd=crowd,
     )
     if spec.overlap_max < spec.overlap_min:
         check.fail("overlap.max", f"must be at least overlap.min ({spec.overlap_min})")

@@ -41,3 +41,11 @@ def aggregate_stale_projects() -> int:
 def resend_queued_jobs() -> int:
     """Send again the jobs that never reached a worker."""
     return jobs.jobs_resend_queued()
+
+
+@shared_task(name="labelling.sync_crowd_batches", acks_late=True)
+def sync_crowd_batches() -> int:
+    """Take the work outside crowd platforms hold, pay or refuse it, finish closing batches."""
+    from labelling.crowd.services import crowd_sync_all
+
+    return crowd_sync_all()

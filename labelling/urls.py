@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labelling.views import crowd, engineer, review, team
+from labelling.views import batches, crowd, engineer, outside, review, team
 
 urlpatterns = [
     path("", engineer.home, name="home"),
@@ -18,4 +18,7 @@ urlpatterns = [
     path("label/<slug:slug>/", crowd.label_page, name="label-page"),
     path("review/<slug:slug>/", review.review_page, name="review-page"),
     path("join/<str:token>/", team.join, name="join"),
+    path("projects/<slug:slug>/crowd/", batches.project_crowd, name="project-crowd"),
+    path("ext/mturk/<slug:slug>/", outside.mturk_task, name="ext-mturk"),
+    path("ext/link/<slug:slug>/<str:token>/", outside.link_task, name="ext-link"),
 ]

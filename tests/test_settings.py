@@ -196,3 +196,23 @@ def test_an_mturk_endpoint_that_is_neither_a_name_nor_a_url_fails(var_dir: str) 
     message = failure(QUORUM_VAR_DIR=var_dir, SECRET_KEY=KEY, MTURK_ENDPOINT="prod")
 
     assert "MTURK_ENDPOINT" in message
+
+
+def test_only_amazons_worker_sites_may_frame_and_receive_by_default(var_dir: str) -> None:
+    hosts = value("settings.MTURK_WORKER_HOSTS", QUORUM_VAR_DIR=var_dir, SECRET_KEY=KEY)
+
+    assert hosts == ["https://www.mturk.com", "https://workersandbox.mturk.com"]
+
+
+def test_a_worker_host_that_is_not_an_origin_fails_naming_the_variable(var_dir: str) -> None:
+    message = failure(
+        QUORUM_VAR_DIR=var_dir, SECRET_KEY=KEY, MTURK_WORKER_HOSTS="https://www.mturk.com/path"
+    )
+
+    assert "MTURK_WORKER_HOSTS" in message
+
+
+def test_a_public_url_that_is_not_a_url_fails_naming_the_variable(var_dir: str) -> None:
+    message = failure(QUORUM_VAR_DIR=var_dir, SECRET_KEY=KEY, QUORUM_PUBLIC_URL="quorum.example")
+
+    assert "QUORUM_PUBLIC_URL" in message

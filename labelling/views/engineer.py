@@ -12,6 +12,7 @@ from django.views.decorators.http import require_http_methods
 from core.exceptions import InvalidInput, NotFound, PermissionDenied
 from core.permissions import ENGINEERS
 from labelling import selectors
+from labelling.crowd.selectors import crowd_summary
 from labelling.forms import ApplyThresholdForm, ReleaseForm, ThresholdGoalsForm
 from labelling.models import Project
 from labelling.releases.rows import Filters
@@ -61,6 +62,7 @@ def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "doubtful": [(p, payload_fields(p.item.payload)) for p in doubtful],
         "review": review_statistics(project),
         "releases": selectors.releases_of(project)[:5],
+        "crowd": crowd_summary(project),
     }
     return render(request, "labelling/project_dashboard.html", context)
 
