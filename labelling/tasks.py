@@ -41,3 +41,11 @@ def aggregate_stale_projects() -> int:
 def resend_queued_jobs() -> int:
     """Send again the jobs that never reached a worker."""
     return jobs.jobs_resend_queued()
+
+
+@shared_task(name="labelling.evaluate_project", acks_late=True)
+def evaluate_project(project_id: int) -> None:
+    """Evaluate every model version of a project on its problems, on the latest trusted labels."""
+    from labelling.services.evaluation import evaluation_run
+
+    evaluation_run(project_id=project_id)
