@@ -60,7 +60,7 @@ def _monitoring(project: Project, version: str | None) -> dict[str, Any] | None:
     report["bound_y"] = (1 - min(report["bound"], 1.0)) * 160
     step = 480 / max(len(days) - 1, 1)
     for i, day in enumerate(days):
-        day["x"] = i * step
+        day["x"], day["y"] = i * step, (1 - day["mean_confidence"]) * 160
     return report
 
 
