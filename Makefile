@@ -63,6 +63,7 @@ bench: $(VENV)/.dev
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/ingest.py --rows $${BENCH_ROWS:-1000000} --runs $${BENCH_RUNS:-3}
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/queue.py --rows $${BENCH_ROWS:-1000000} --runs $${BENCH_RUNS:-3}
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/review.py
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/problems.py
 	PYTHONPATH=. $(BIN)/python benchmarks/select_numerics.py
 	PYTHONPATH=. $(BIN)/python benchmarks/aggregate_numerics.py
 
