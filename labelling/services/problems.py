@@ -204,6 +204,8 @@ def _user(user: Any) -> Any:
 def problem_create(*, project: Project, user: Any, change: ProblemChange) -> tuple[Problem, int]:
     """Describe a new problem with its patterns; new patterns are queued for labelling. Return the
     problem and how many items were queued."""
+    # The project first, then the problem: the order evaluation locks them in.
+    Project.objects.select_for_update(no_key=True).get(pk=project.pk)
     errors: list[InputError] = []
     if change.name is None:
         errors.append(InputError("is required", "name"))
@@ -221,7 +223,11 @@ def problem_create(*, project: Project, user: Any, change: ProblemChange) -> tup
 def problem_update(*, problem: Problem, user: Any, change: ProblemChange) -> tuple[Problem, int]:
     """Change a problem's description, harm or status and add or remove patterns; new patterns are
     queued for labelling. Return the problem and how many items were queued."""
-    problem = Problem.objects.select_for_update().select_related("project").get(pk=problem.pk)
+    # The project first, then the problem: the order evaluation locks them in.
+    Project.objects.select_for_update(no_key=True).get(pk=problem.project_id)
+    problem = (
+        Problem.objects.select_for_update(of=("self",)).select_related("project").get(pk=problem.pk)
+    )
     errors: list[InputError] = []
     _apply_fields(problem, change, errors)
     if errors:

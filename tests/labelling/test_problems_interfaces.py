@@ -151,6 +151,13 @@ def make_stranger(client_for: Callable[..., APIClient]) -> APIClient:
 def test_api_comparison(built: Project, engineer_api: APIClient) -> None:
     body = engineer_api.get(URL, {"candidate": "m2", "deployed": "m1", "min_harm": 1}).json()
     assert body["comparison"]["passed"] is False
+    assert body["problems"][0]["figures"]["m2"] == {
+        "n": 2, "positives": 1, "errors": 2, "false_positives": 1, "false_negatives": 1,
+        "error_rate": 1.0, "auc": 0.0,
+    }  # fmt: skip
+    # The API and the CLI give the same report (the CLI evaluates afresh: a later time).
+    cli = run("--fail-if-worse", "m2", "--than", "m1", "--min-harm", "1")[0]
+    assert {**body, "computed_at": None} == {**cli, "computed_at": None}
     bad = engineer_api.get(URL, {"candidate": "m9", "deployed": "m1"})
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "candidate"
     assert engineer_api.get(URL, {"candidate": "m2"}).status_code == 400
