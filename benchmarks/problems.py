@@ -26,7 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+# benchmarks/queue.py would shadow the standard library's queue.
+if sys.path and Path(sys.path[0]).resolve() == HERE:
+    sys.path.pop(0)
+sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 os.environ.setdefault("SECRET_KEY", "benchmark-only")
 
@@ -57,6 +61,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--patterns", type=int, default=20)
     parser.add_argument("--test", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="profile one evaluation")
     return parser.parse_args()
 
 
@@ -111,7 +116,7 @@ def timed(fn: object, runs: int) -> list[float]:
 def import_overhead(project: Project, items: int) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            "CREATE TEMPORARY TABLE bench_staging AS SELECT 'm' || (g % 1) AS model_version "
+            "CREATE TEMPORARY TABLE bench_staging AS SELECT 'm0'::text AS model_version "
             "FROM generate_series(1, %s) g",
             [items],
         )
@@ -144,6 +149,13 @@ def main() -> None:
             print(f"{name}: median {statistics.median(times):.1f} ms, "
                   f"runs {', '.join(f'{t:.0f}' for t in times)} ms")  # fmt: skip
         import_overhead(project, args.items)
+        if args.profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            profiler.runcall(evaluation_compute, project=project)
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
     finally:
         Project.objects.filter(slug=SLUG).delete()
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core.exceptions import InputError, InvalidInput, NotFound
@@ -33,6 +34,7 @@ from labelling.models import (
 from labelling.numerics.problems import error_figures, priority
 
 logger = logging.getLogger("quorum.evaluation")
+PREDICTION = Prediction._meta.db_table
 TEST_SPLIT = "test"
 CHUNK = 2000
 
@@ -124,15 +126,29 @@ def _evaluated_sets(project: Project) -> dict[int | None, list[int]]:
     return sets
 
 
+def _prediction_rows(item_ids: list[int]) -> Iterator[list[tuple[int, str, str]]]:
+    """(item id, model version, probabilities as JSON text) of these items' predictions, in
+    batches: on PostgreSQL one query (a few IN lists would scan the table once each)."""
+    select = f"SELECT item_id, model_version, CAST(probabilities AS TEXT) FROM {PREDICTION} "
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(select + "WHERE item_id = ANY(%s)", [item_ids])
+            yield cursor.fetchall()
+            return
+        for start in range(0, len(item_ids), CHUNK):
+            chunk = item_ids[start : start + CHUNK]
+            cursor.execute(select + f"WHERE item_id IN ({', '.join(['%s'] * len(chunk))})", chunk)
+            yield cursor.fetchall()
+
+
 def _scores(project: Project, item_ids: list[int]) -> dict[str, dict[int, float]]:
     """p(positive label) of each item, by model version."""
     positive = project.labels.index(project.positive_label)
     scores: dict[str, dict[int, float]] = defaultdict(dict)
-    for start in range(0, len(item_ids), CHUNK):
-        rows = Prediction.objects.filter(item_id__in=item_ids[start : start + CHUNK])
-        for item_id, version, probs in rows.values_list(
-            "item_id", "model_version", "probabilities"
-        ):
+    for rows in _prediction_rows(item_ids):
+        # One parse of one JSON array is much faster than thousands of small ones.
+        probabilities = orjson.loads("[" + ",".join(row[2] for row in rows) + "]")
+        for (item_id, version, _), probs in zip(rows, probabilities, strict=True):
             scores[version][item_id] = float(probs[positive])
     return scores
 
