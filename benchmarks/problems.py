@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 os.environ.setdefault("SECRET_KEY", "benchmark-only")
 
-import django
+import django  # noqa: E402
 
 django.setup()
 

@@ -53,8 +53,17 @@ class ProblemForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
     )
 
+    remove_items = forms.CharField(
+        required=False,
+        label="Remove patterns (external ids)",
+        widget=forms.TextInput(),
+    )
+
     def clean_items(self) -> list[str]:
         return self.cleaned_data["items"].replace(",", " ").split()
+
+    def clean_remove_items(self) -> list[str]:
+        return self.cleaned_data["remove_items"].replace(",", " ").split()
 
     def clean_patterns(self) -> list[object]:
         rows = []

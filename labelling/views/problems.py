@@ -42,7 +42,9 @@ def _change(form: ProblemForm) -> ProblemChange:
     fields |= {k: data[k] for k in ("description", "reporter")}
     if data.get("harm") is not None:
         fields["harm"] = data["harm"]
-    return ProblemChange(**fields, items=data["items"], patterns=data["patterns"])
+    return ProblemChange(
+        **fields, items=data["items"], patterns=data["patterns"], remove_items=data["remove_items"]
+    )
 
 
 def _monitoring(project: Project, version: str | None) -> dict[str, Any] | None:

@@ -245,6 +245,16 @@ def test_the_page_for_experts_and_crowd(built: Project) -> None:
     )  # fmt: skip
     assert response.status_code == 302
     assert Problem.objects.get(name="pet sitters").items.get().external_id == "s1"
+    sitters = Problem.objects.get(name="pet sitters")
+    edited = expert.post(
+        page,
+        {"action": "update", "problem": sitters.pk, "name": "pet sitters", "harm": "3",
+         "status": "fixed", "description": "", "reporter": "", "items": "v0", "remove_items": "s1"},
+    )  # fmt: skip
+    assert edited.status_code == 302
+    sitters.refresh_from_db()
+    assert (sitters.harm, sitters.status) == (3, "fixed")
+    assert [i.external_id for i in sitters.items.all()] == ["v0"]
     bad = expert.post(page, {"action": "create", "name": "", "patterns": "{oops"}, follow=True)
     assert "Nothing saved" in bad.content.decode()
     # Describing model versions is for engineers.
