@@ -248,6 +248,13 @@ LABEL_RATE = env_str("QUORUM_LABEL_RATE", "120/minute")
 # in-process jobs, at once for projects of at most INLINE_CONSENSUS_MAX_LABELS labels.
 CONSENSUS_DEBOUNCE_SECONDS = env_int("QUORUM_CONSENSUS_DEBOUNCE_SECONDS", 10)
 INLINE_CONSENSUS_MAX_LABELS = env_int("QUORUM_INLINE_CONSENSUS_MAX_LABELS", 20_000)
+# Model evaluation on problems runs this long after trusted labels or problems change (one run per
+# burst); with in-process jobs, at once for projects of at most this many predictions.
+EVALUATION_DEBOUNCE_SECONDS = env_int("QUORUM_EVALUATION_DEBOUNCE_SECONDS", 10)
+INLINE_EVALUATION_MAX_PREDICTIONS = env_int("QUORUM_INLINE_EVALUATION_MAX_PREDICTIONS", 200_000)
+# Prediction monitoring flags a day whose predicted class distribution is further than this
+# (total variation distance, 0 to 1) from the training-time one.
+DRIFT_MAX_SHIFT = env_float("QUORUM_DRIFT_MAX_SHIFT", 0.1)
 # Dawid-Skene needs a median of this many labels per labeller; below, smoothed vote shares.
 DAWID_SKENE_MIN_LABELS = env_int("QUORUM_DAWID_SKENE_MIN_LABELS", 20)
 # The accuracy assumed of every labeller until Dawid-Skene can estimate it.

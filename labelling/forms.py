@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 
 from labelling.releases.checks import CHECKS
@@ -53,3 +55,58 @@ class ReleaseForm(forms.Form):
         label="Override only these checks",
         widget=forms.CheckboxSelectMultiple,
     )
+
+
+class ProblemForm(forms.Form):
+    """Describe a problem and add patterns: existing items by external id, new ones as JSON
+    lines `{"external_id": …, "payload": {…}}`. The service checks the values themselves."""
+
+    name = forms.CharField(max_length=200, required=False)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    harm = forms.FloatField(min_value=0.000001, max_value=1000, required=False, label="Harm factor")
+    status = forms.ChoiceField(
+        choices=[("open", "open"), ("fixed", "fixed"), ("wont_fix", "won't fix")], required=False
+    )
+    reporter = forms.CharField(max_length=200, required=False)
+    items = forms.CharField(
+        required=False,
+        label="Existing items (external ids)",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    patterns = forms.CharField(
+        required=False,
+        label="New patterns (JSON lines)",
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+    remove_items = forms.CharField(
+        required=False,
+        label="Remove patterns (external ids)",
+        widget=forms.TextInput(),
+    )
+
+    def clean_items(self) -> list[str]:
+        return self.cleaned_data["items"].replace(",", " ").split()
+
+    def clean_remove_items(self) -> list[str]:
+        return self.cleaned_data["remove_items"].replace(",", " ").split()
+
+    def clean_patterns(self) -> list[object]:
+        rows = []
+        for number, line in enumerate(self.cleaned_data["patterns"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise forms.ValidationError(f"line {number} is not JSON: {exc.msg}") from None
+        return rows
+
+
+class ModelVersionForm(forms.Form):
+    """Describe a candidate model."""
+
+    name = forms.CharField(max_length=100)
+    note = forms.CharField(required=False, max_length=5000)
+    link = forms.CharField(required=False, max_length=500)
+    git_hash = forms.CharField(required=False, max_length=64)

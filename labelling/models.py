@@ -574,11 +574,126 @@ class Release(models.Model):
         super().save(*args, **kwargs)
 
 
+class ModelVersion(models.Model):
+    """A candidate model: a `model_version` seen in the project's predictions, and where it came
+    from (a note, a link to its code and data, a git hash)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=100)
+    # When its predictions first and last arrived: the time order of the comparison charts.
+    first_seen_at = models.DateTimeField()
+    last_import_at = models.DateTimeField()
+    note = models.TextField(blank=True, default="")
+    link = models.CharField(max_length=500, blank=True, default="")
+    git_hash = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        ordering = ["first_seen_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="model_version_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}:{self.name}"
+
+
+class Problem(TimestampedModel):
+    """A named model bug a client reported, with example patterns (items) that show it."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        FIXED = "fixed"
+        WONT_FIX = "wont_fix"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="problems")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    # How much a mistake on this problem costs, in (0, 1000]; scales its priority.
+    harm = models.FloatField(default=1.0)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    # Who reported it (a client, a team): free text.
+    reporter = models.CharField(max_length=200, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    items = models.ManyToManyField(Item, through="ProblemItem", related_name="problems")
+    # error rate of the latest evaluated model version × harm; null until it can be computed.
+    priority = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="problem_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}:{self.name}"
+
+
+class ProblemItem(models.Model):
+    """An item that is an example pattern of a problem."""
+
+    problem = models.ForeignKey(Problem, on_delete=models.CASCADE, related_name="links")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="problem_links")
+    added_at = models.DateTimeField(default=timezone.now)
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["problem", "item"], name="problem_item_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.problem_id} ∋ {self.item_id}"
+
+
+class Evaluation(models.Model):
+    """A model version's figures on a problem's patterns (or, with no problem, on the project's
+    test split), against the trusted labels at `computed_at` and the project threshold."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="evaluations")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    problem = models.ForeignKey(
+        Problem, null=True, blank=True, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    # Trusted-labelled items this version predicted, of which positive; errors = fp + fn.
+    n = models.PositiveIntegerField()
+    positives = models.PositiveIntegerField()
+    errors = models.PositiveIntegerField()
+    false_positives = models.PositiveIntegerField()
+    false_negatives = models.PositiveIntegerField()
+    error_rate = models.FloatField(null=True, blank=True)
+    auc = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField()
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "problem"],
+                condition=Q(problem__isnull=False),
+                name="evaluation_once",
+            ),
+            models.UniqueConstraint(
+                fields=["model_version"],
+                condition=Q(problem__isnull=True),
+                name="evaluation_test_split_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} on {self.problem_id or 'test split'}"
+
+
 # The outside-crowd tables live with their code; Django finds them through this module.
 from labelling.crowd.models import CrowdAssignment, CrowdBatch, CrowdBlock, CrowdTask  # noqa: E402
 
 __all__ = [
     "Consensus", "CrowdAssignment", "CrowdBatch", "CrowdBlock", "CrowdTask", "Escalation",
-    "Invitation", "Item", "Job", "Label", "Labeller", "LabellerDecision", "Lease", "Prediction",
-    "Project", "QueueEntry", "QueuePolicy", "Release", "ThresholdChange",
+    "Evaluation", "Invitation", "Item", "Job", "Label", "Labeller", "LabellerDecision", "Lease",
+    "ModelVersion", "Prediction", "Problem", "ProblemItem", "Project", "QueueEntry", "QueuePolicy",
+    "Release", "ThresholdChange",
 ]  # fmt: skip

@@ -178,3 +178,52 @@ def instructions_html(text: str) -> SafeString:
             html.append("<ul>" + "".join(f"<li>{t}</li>" for t in texts) + "</ul>")
     # Safe: _inline escapes every character of the text before it adds its few tags.
     return mark_safe("\n".join(html))
+
+
+# Colours of the lines of a multi-line chart, cycled; the legend repeats them.
+LINE_COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4d7c0f")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a chart: its points (SVG polyline), its dots with their titles, its colour."""
+
+    name: str
+    colour: str
+    points: str
+    dots: list[Dot]
+
+
+def error_lines(
+    versions: list[str], problems: list[dict[str, Any]], width: float = 480, height: float = 200
+) -> list[Line]:
+    """A line per problem: its error rate under each model version, versions across in time
+    order, error rate up (0 to 1); a version not evaluated on the problem leaves a gap."""
+    step = width / max(len(versions) - 1, 1)
+    lines = []
+    for k, problem in enumerate(problems):
+        dots = []
+        for i, version in enumerate(versions):
+            figures = problem["figures"].get(version)
+            if figures and figures["error_rate"] is not None:
+                rate = figures["error_rate"]
+                title = (
+                    f"{problem['name']} · {version}: error rate {rate:.3f} "
+                    f"({figures['errors']} of {figures['n']})"
+                )
+                dots.append(Dot(x=i * step, y=(1 - rate) * height, title=title, warn=False))
+        points = " ".join(f"{d.x:.1f},{d.y:.1f}" for d in dots)
+        lines.append(Line(problem["name"], LINE_COLOURS[k % len(LINE_COLOURS)], points, dots))
+    return lines
+
+
+def band_points(
+    lows: list[float], highs: list[float], width: float = 480, height: float = 160
+) -> str:
+    """SVG polygon points of a band between two series of values in [0, 1]."""
+    if not lows:
+        return ""
+    step = width / max(len(lows) - 1, 1)
+    top = [f"{i * step:.1f},{(1 - min(v, 1.0)) * height:.1f}" for i, v in enumerate(highs)]
+    bottom = [f"{i * step:.1f},{(1 - max(v, 0.0)) * height:.1f}" for i, v in enumerate(lows)]
+    return " ".join(top + bottom[::-1])

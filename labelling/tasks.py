@@ -49,3 +49,11 @@ def sync_crowd_batches() -> int:
     from labelling.crowd.services import crowd_sync_all
 
     return crowd_sync_all()
+
+
+@shared_task(name="labelling.evaluate_project", acks_late=True)
+def evaluate_project(project_id: int) -> None:
+    """Evaluate every model version of a project on its problems, on the latest trusted labels."""
+    from labelling.services.evaluation import evaluation_run
+
+    evaluation_run(project_id=project_id)

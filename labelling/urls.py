@@ -2,13 +2,14 @@
 
 from django.urls import path
 
-from labelling.views import batches, crowd, engineer, outside, review, team
+from labelling.views import batches, crowd, engineer, outside, problems, review, team
 
 urlpatterns = [
     path("", engineer.home, name="home"),
     path("projects/<slug:slug>/", engineer.project_dashboard, name="project-dashboard"),
     path("projects/<slug:slug>/threshold/", engineer.project_threshold, name="project-threshold"),
     path("projects/<slug:slug>/releases/", engineer.project_releases, name="project-releases"),
+    path("projects/<slug:slug>/problems/", problems.problems_page, name="project-problems"),
     path("projects/<slug:slug>/labellers/", team.project_labellers, name="project-labellers"),
     path(
         "projects/<slug:slug>/labellers/<int:labeller_id>/",

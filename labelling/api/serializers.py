@@ -439,3 +439,113 @@ class ReleaseDetailOutput(ReleaseOutput):
 
     class Meta(ReleaseOutput.Meta):
         fields = [*ReleaseOutput.Meta.fields, "manifest"]
+
+
+class ProblemInput(serializers.Serializer):
+    """A problem to create or change; the service checks each field and names the bad ones."""
+
+    name = serializers.JSONField(required=False, help_text="Unique in the project (required).")
+    description = serializers.JSONField(required=False)
+    harm = serializers.JSONField(required=False, help_text="Harm factor in (0, 1000]; default 1.")
+    status = serializers.JSONField(required=False, help_text="open, fixed or wont_fix.")
+    reporter = serializers.JSONField(required=False, help_text="Who reported it (free text).")
+    items = serializers.JSONField(
+        required=False, help_text="External ids of existing items to link as patterns."
+    )
+    patterns = serializers.JSONField(
+        required=False,
+        help_text='New patterns, `[{"external_id": "…", "payload": {…}}]`: created as items and '
+        "queued for labelling.",
+    )
+    remove_items = serializers.JSONField(
+        required=False, help_text="External ids of patterns to unlink (update only)."
+    )
+
+
+class FiguresOutput(serializers.Serializer):
+    """A model version's figures on a problem at the project threshold."""
+
+    n = serializers.IntegerField(help_text="Trusted-labelled patterns the version predicted.")
+    positives = serializers.IntegerField()
+    errors = serializers.IntegerField()  # type: ignore[assignment]
+    false_positives = serializers.IntegerField()
+    false_negatives = serializers.IntegerField()
+    error_rate = serializers.FloatField(allow_null=True)
+    auc = serializers.FloatField(allow_null=True, help_text="Null unless both classes occur.")
+
+
+class ProblemOutput(serializers.Serializer):
+    """A problem with each model version's figures, by version name."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    status = serializers.CharField()
+    harm = serializers.FloatField()
+    reporter = serializers.CharField()
+    priority = serializers.FloatField(allow_null=True, help_text="error rate × harm")
+    n_items = serializers.IntegerField(allow_null=True)
+    figures = serializers.DictField(child=FiguresOutput())
+
+
+class ModelVersionOutput(serializers.Serializer):
+    """A candidate model and where it came from."""
+
+    name = serializers.CharField()
+    first_seen_at = serializers.CharField()
+    last_import_at = serializers.CharField()
+    note = serializers.CharField()
+    link = serializers.CharField()
+    git_hash = serializers.CharField()
+
+
+class ComparisonOutput(serializers.Serializer):
+    """A candidate against the deployed model on the problems of at least `min_harm`."""
+
+    candidate = serializers.CharField()
+    deployed = serializers.CharField()
+    min_harm = serializers.FloatField()
+    passed = serializers.BooleanField()
+    worse = serializers.ListField(child=serializers.DictField())
+    missing = serializers.ListField(child=serializers.DictField())
+
+
+class ProblemsReportOutput(serializers.Serializer):
+    """Every problem, highest priority first, with each model version's figures."""
+
+    project = serializers.CharField()
+    threshold = serializers.FloatField()
+    positive_label = serializers.CharField()
+    computed_at = serializers.CharField(allow_null=True)
+    model_versions = ModelVersionOutput(many=True)
+    problems = ProblemOutput(many=True)
+    test_split = serializers.DictField(child=FiguresOutput())
+    comparison = ComparisonOutput(required=False)
+
+
+class ProblemsQueryInput(serializers.Serializer):
+    """Optionally compare a candidate with the deployed model."""
+
+    candidate = serializers.CharField(required=False, max_length=100)
+    deployed = serializers.CharField(required=False, max_length=100)
+    min_harm = serializers.FloatField(required=False, default=0.0, min_value=0)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if ("candidate" in data) != ("deployed" in data):
+            raise serializers.ValidationError({"deployed": "candidate and deployed go together"})
+        return data
+
+
+class ProblemSavedOutput(serializers.Serializer):
+    """A created or changed problem, and how many new patterns were queued for labelling."""
+
+    problem = ProblemOutput()
+    queued = serializers.IntegerField()
+
+
+class ModelVersionInput(serializers.Serializer):
+    """Describe a candidate model; omitted fields stay as they are."""
+
+    note = serializers.JSONField(required=False)
+    link = serializers.JSONField(required=False, help_text="Where its code and data are.")
+    git_hash = serializers.JSONField(required=False)

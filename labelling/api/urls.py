@@ -62,5 +62,17 @@ urlpatterns = [
         views.ReleaseDownloadView.as_view(),
         name="api-release-download",
     ),
+    path("projects/<slug:slug>/problems", views.ProblemsView.as_view(), name="api-problems"),
+    path("problems/<int:problem_id>", views.ProblemUpdateView.as_view(), name="api-problem-update"),
+    path(
+        "projects/<slug:slug>/model-versions/<str:name>",
+        views.ModelVersionUpdateView.as_view(),
+        name="api-model-version-update",
+    ),
+    path(
+        "projects/<slug:slug>/model-versions/<str:name>/monitoring",
+        views.MonitoringView.as_view(),
+        name="api-monitoring",
+    ),
     path("jobs/<int:job_id>", views.JobDetailView.as_view(), name="api-job-detail"),
 ]

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from core.exceptions import InputError, InvalidInput
+from core.exceptions import InputError, InvalidInput, NotFound
 from core.permissions import ENGINEERS, LABELLERS, REVIEWERS
 from labelling.api.serializers import (
     ERROR_SCHEMA,
@@ -35,7 +35,13 @@ from labelling.api.serializers import (
     LabelInput,
     LabelOutput,
     LeaseOutput,
+    ModelVersionInput,
+    ModelVersionOutput,
     PredictionUploadInput,
+    ProblemInput,
+    ProblemSavedOutput,
+    ProblemsQueryInput,
+    ProblemsReportOutput,
     QueueInput,
     QueueResultOutput,
     ReleaseDetailOutput,
@@ -46,8 +52,16 @@ from labelling.api.serializers import (
     TaskOutput,
 )
 from labelling.importing.rows import detect_format
-from labelling.models import Prediction, Project, Release
+from labelling.models import ModelVersion, Prediction, Project, Release
 from labelling.policy import parse_policy
+from labelling.problems import (
+    check_comparison,
+    compare_versions,
+    model_version_output,
+    prediction_monitoring,
+    problem_for_user,
+    problems_report,
+)
 from labelling.releases.formats import CONTENT_TYPES
 from labelling.releases.rows import Filters
 from labelling.review import escalation_evidence, escalation_for_user, escalation_queue
@@ -59,6 +73,7 @@ from labelling.selectors import (
     release_for_user,
     releases_of,
 )
+from labelling.services.evaluation import model_version_update
 from labelling.services.imports import predictions_import
 from labelling.services.invitations import invitation_create
 from labelling.services.jobs import job_import_start, job_queue_start, job_release_start
@@ -70,6 +85,7 @@ from labelling.services.leasing import (
     lease_renew,
     lease_skip,
 )
+from labelling.services.problems import ProblemChange, problem_create, problem_update
 from labelling.services.queueing import queue_select
 from labelling.services.releases import (
     ReleaseRequest,
@@ -515,3 +531,111 @@ class ReleaseDownloadView(APIView):
 def _prepend(first: bytes, rest: Any) -> Any:
     yield first
     yield from rest
+
+
+def _problem_change(data: dict[str, Any]) -> ProblemChange:
+    lists = {key: data[key] for key in ("items", "patterns", "remove_items") if key in data}
+    fields = {
+        key: data[key]
+        for key in ("name", "description", "harm", "status", "reporter")
+        if key in data
+    }
+    return ProblemChange(**fields, **lists)
+
+
+def _problem_body(problem: Any) -> dict[str, Any]:
+    """A problem as the report shows it, after its figures were refreshed."""
+    report = problems_report(problem.project)
+    return next(p for p in report["problems"] if p["id"] == problem.pk)
+
+
+class ProblemsView(APIView):
+    """GET: every problem with each model version's figures on the latest trusted labels
+    (optionally a candidate compared with the deployed model); POST: describe a new problem."""
+
+    @extend_schema(
+        operation_id="problems_list",
+        parameters=[ProblemsQueryInput],
+        responses={200: ProblemsReportOutput, **ERRORS},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_for_user(user=request.user, slug=slug, roles=REVIEWERS)
+        form = ProblemsQueryInput(data=request.query_params)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        report = problems_report(project)
+        if "candidate" in data:
+            candidate, deployed, harm = check_comparison(
+                report, data["candidate"], data["deployed"], data["min_harm"]
+            )
+            report["comparison"] = compare_versions(
+                report, candidate=candidate, deployed=deployed, min_harm=harm
+            ).as_dict()
+        return Response(ProblemsReportOutput(report).data)
+
+    @extend_schema(
+        operation_id="problem_create",
+        request=ProblemInput,
+        responses={201: ProblemSavedOutput, **ERRORS},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_user(user=request.user, slug=slug, roles=REVIEWERS)
+        form = ProblemInput(data=request.data)
+        form.is_valid(raise_exception=True)
+        if "remove_items" in form.validated_data:
+            raise InvalidInput(
+                "invalid problem",
+                errors=[InputError("only when changing a problem", "remove_items")],
+            )
+        problem, queued = problem_create(
+            project=project, user=request.user, change=_problem_change(form.validated_data)
+        )
+        body = {"problem": _problem_body(problem), "queued": queued}
+        return Response(ProblemSavedOutput(body).data, status=status.HTTP_201_CREATED)
+
+
+class ProblemUpdateView(APIView):
+    """Change a problem: its description, harm, status, and patterns added or removed."""
+
+    @extend_schema(
+        operation_id="problem_update",
+        request=ProblemInput,
+        responses={200: ProblemSavedOutput, **ERRORS},
+    )
+    def patch(self, request: Request, problem_id: int) -> Response:
+        problem = problem_for_user(user=request.user, problem_id=problem_id, roles=REVIEWERS)
+        form = ProblemInput(data=request.data)
+        form.is_valid(raise_exception=True)
+        problem, queued = problem_update(
+            problem=problem, user=request.user, change=_problem_change(form.validated_data)
+        )
+        body = {"problem": _problem_body(problem), "queued": queued}
+        return Response(ProblemSavedOutput(body).data)
+
+
+class ModelVersionUpdateView(APIView):
+    """Describe a candidate model: a note, a link to its code and data, its git hash."""
+
+    @extend_schema(
+        operation_id="model_version_update",
+        request=ModelVersionInput,
+        responses={200: ModelVersionOutput, **ERRORS},
+    )
+    def patch(self, request: Request, slug: str, name: str) -> Response:
+        project = project_for_user(user=request.user, slug=slug, roles=ENGINEERS)
+        form = ModelVersionInput(data=request.data)
+        form.is_valid(raise_exception=True)
+        version = model_version_update(project=project, name=name, **form.validated_data)
+        return Response(ModelVersionOutput(model_version_output(version)).data)
+
+
+class MonitoringView(APIView):
+    """Per day, a model version's mean and spread of top confidence and predicted class
+    distribution, and whether it moved beyond the bound from the training-time one."""
+
+    @extend_schema(operation_id="prediction_monitoring", responses={200: dict, **ERRORS})
+    def get(self, request: Request, slug: str, name: str) -> Response:
+        project = project_for_user(user=request.user, slug=slug, roles=REVIEWERS)
+        if not ModelVersion.objects.filter(project=project, name=name).exists():
+            raise NotFound(f"no model version {name!r} in the project's predictions")
+        return Response(prediction_monitoring(project, name))

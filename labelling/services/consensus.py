@@ -40,6 +40,7 @@ from labelling.numerics.aggregation import dawid_skene, label_counts
 from labelling.numerics.agreement import agreement_summary, item_agreement
 from labelling.numerics.priority import audit_draw, escalation_priority
 from labelling.numerics.reliability import LabellerReliability, labeller_reliability
+from labelling.services.evaluation import evaluation_schedule_after_commit
 
 logger = logging.getLogger("quorum.consensus")
 LABEL, ITEM, QUEUE = Label._meta.db_table, Item._meta.db_table, QueueEntry._meta.db_table
@@ -645,6 +646,8 @@ def consensus_compute(*, project: Project) -> AggregateReport:
     _store_labellers(project, arrays, reliability, report)
     watch.lap("store labellers")
     logger.debug("aggregate %s: %d labels in %s", project.slug, arrays.labels.size, watch)
+    # Approved items and expert decisions are trusted labels: the problems' figures follow them.
+    evaluation_schedule_after_commit(project.pk)
     return report
 
 

@@ -12,6 +12,7 @@ from core.exceptions import InputError, InvalidInput
 from labelling.importing.gold import iter_gold_rows
 from labelling.importing.rows import ErrorLog
 from labelling.models import Item, Project
+from labelling.services.evaluation import evaluation_schedule_after_commit
 
 FAILED = "the gold file has errors; nothing was imported"
 LOOKUP_CHUNK = 2000
@@ -72,6 +73,8 @@ def gold_import(*, project: Project, stream: IO[bytes], fmt: str) -> GoldResult:
     for item in updates:
         item.gold_label, item.gold_set_at = answers[item.external_id], now
     Item.objects.bulk_update(updates, ["gold_label", "gold_set_at"], batch_size=2000)
+    if updates:
+        evaluation_schedule_after_commit(project.pk)
     return GoldResult(
         rows=len(answers),
         marked=len(updates) - changed,

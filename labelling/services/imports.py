@@ -19,6 +19,10 @@ from labelling.importing.parallel import BlockParser, worth_parallel
 from labelling.importing.predictions import iter_prediction_rows
 from labelling.importing.rows import ErrorLog, Progress
 from labelling.models import Project
+from labelling.services.evaluation import (
+    evaluation_schedule_after_commit,
+    model_versions_record,
+)
 
 logger = logging.getLogger("quorum.imports")
 FAILED = "the file has errors; nothing was imported"
@@ -84,9 +88,10 @@ def predictions_import(
             log.add(error)
         log.raise_if_any(FAILED)
         checked = time.perf_counter()
-        counts = staging.merge(
-            cursor, project.pk, timezone.now(), may_repeat=staged.may_repeat, fresh=fresh
-        )
+        now = timezone.now()
+        counts = staging.merge(cursor, project.pk, now, may_repeat=staged.may_repeat, fresh=fresh)
+        cursor.execute(f"SELECT DISTINCT model_version FROM {staging.STAGING}")
+        versions = [row[0] for row in cursor.fetchall()]
         staging.drop(cursor)
         logger.debug(
             "import into %s: %d rows; parse and stage %.2f s, checks %.2f s, merge %.2f s",
@@ -96,6 +101,9 @@ def predictions_import(
             checked - parsed,
             time.perf_counter() - checked,
         )
+    # One upsert for the file's model versions; their figures on the problems follow.
+    model_versions_record(project=project, names=versions, at=now)
+    evaluation_schedule_after_commit(project.pk)
     return ImportResult(
         rows=rows,
         new_items=counts.new_items,

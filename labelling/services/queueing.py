@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import orjson
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import Max, Min
 
 from core.exceptions import InputError, InvalidInput
 from labelling import selectors
@@ -240,3 +240,32 @@ def _store_entries(
         # are stale until autovacuum comes round, and a stale plan costs every lease 100 ms.
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {ENTRY}, {ITEM}")
+
+
+@transaction.atomic
+def queue_items_add(*, project: Project, item_ids: list[int], rule: str, user: Any = None) -> int:
+    """Queue these items ahead of the rest under the current policy; items already queued or
+    labelled (any labelling state) or with a gold answer are left alone. Return how many."""
+    Project.objects.select_for_update(no_key=True).get(pk=project.pk)
+    waiting = list(
+        Item.objects.filter(
+            project=project, pk__in=item_ids, queue_entry__isnull=True, gold_label="", state=""
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not waiting:
+        return 0
+    stored = queue_policy_save(project=project, policy=_current_policy(project, None), user=user)
+    first = QueueEntry.objects.filter(project=project).aggregate(first=Min("priority"))["first"]
+    start = (first or 1) - len(waiting)
+    QueueEntry.objects.bulk_create(
+        QueueEntry(
+            project=project, item_id=item_id, rule=rule, score=0.0, policy=stored,
+            model_version=selectors.latest_model_version(project) or "",
+            priority=start + position, needed=project.overlap_min,
+        )
+        for position, item_id in enumerate(waiting)
+    )  # fmt: skip
+    Item.objects.filter(pk__in=waiting, state="").update(state=Item.State.QUEUED)
+    return len(waiting)

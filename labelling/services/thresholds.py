@@ -9,6 +9,7 @@ from django.db import transaction
 
 from core.exceptions import InputError, InvalidInput
 from labelling.models import Project, ThresholdChange
+from labelling.services.evaluation import evaluation_schedule_after_commit
 from labelling.thresholding import operating_point_basis
 
 
@@ -39,4 +40,6 @@ def project_threshold_set(
     locked.threshold = float(threshold)
     locked.save(update_fields=["threshold", "updated_at"])
     project.threshold = locked.threshold
+    # Errors are counted at the project threshold: every figure changes with it.
+    evaluation_schedule_after_commit(project.pk)
     return change
