@@ -219,7 +219,7 @@ class EscalationQueryInput(serializers.Serializer):
         choices=["low_confidence", "gold_conflict", "audit"], required=False
     )
     limit = serializers.IntegerField(default=50, min_value=1, max_value=500)
-    offset = serializers.IntegerField(default=0, min_value=0)
+    offset = serializers.IntegerField(default=0, min_value=0, max_value=10**9)
 
 
 class EscalationNextInput(serializers.Serializer):

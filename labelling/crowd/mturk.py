@@ -42,6 +42,8 @@ EXTERNAL_QUESTION = (
 )
 # The answer fields the framed page posts to Amazon (and that come back in Answer XML).
 ANSWER_FIELD, DURATION_FIELD = "label", "duration_ms"
+# A worker writes the duration themselves: a day at most, as the labelling API allows.
+MAX_DURATION_MS = 86_400_000
 STATUSES = {"Submitted": "submitted", "Approved": "approved", "Rejected": "rejected"}
 # ServiceFault: Amazon's side failed; tried again after 1, 2, 4, 8 s.
 ATTEMPTS, FIRST_WAIT = 5, 1.0
@@ -100,7 +102,9 @@ def parse_answer(xml: str) -> tuple[str | None, int | None]:
         if "QuestionIdentifier" in fields:
             found[fields["QuestionIdentifier"]] = fields.get("FreeText", "")
     duration = found.get(DURATION_FIELD, "")
-    return found.get(ANSWER_FIELD), int(duration) if duration.isdigit() else None
+    return found.get(ANSWER_FIELD), min(
+        int(duration), MAX_DURATION_MS
+    ) if duration.isascii() and duration.isdigit() else None
 
 
 class MTurkPlatform:

@@ -20,7 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.exceptions import Conflict, InputError, InvalidInput, NotFound
-from labelling.models import Consensus, Escalation, Item, Label, Project, QueueEntry
+from labelling.models import Consensus, Escalation, Item, Label, Labeller, Project, QueueEntry
 from labelling.services.consensus import consensus_schedule
 
 ESCALATION, ITEM = Escalation._meta.db_table, Item._meta.db_table
@@ -98,6 +98,9 @@ def escalation_lease(
     """Lend the expert the most urgent open escalation (of one reason, if given); the one they
     hold already comes back first, so a reload of the page shows the same item."""
     reason = _check_reason(reason)
+    # One lease call of an expert at a time (two tabs, a double click): without this, both
+    # would find nothing held and take two escalations, which the one-held constraint refuses.
+    Labeller.objects.select_for_update(of=("self",)).filter(project=project, user=user).first()
     held = _held(project, user)
     if (
         held is not None

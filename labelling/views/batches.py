@@ -74,7 +74,9 @@ def _context(project: Project, fields: dict[str, Any], estimate: Any) -> dict[st
 
 def _batch(request: HttpRequest, project: Project) -> CrowdBatch:
     raw = request.POST.get("batch", "")
-    batch = CrowdBatch.objects.filter(project=project, pk=int(raw) if raw.isdigit() else 0).first()
+    batch = CrowdBatch.objects.filter(
+        project=project, pk=int(raw) if raw.isascii() and raw.isdigit() else 0
+    ).first()
     if batch is None:
         raise QuorumError("choose a batch of this project")
     return batch
@@ -83,7 +85,7 @@ def _batch(request: HttpRequest, project: Project) -> CrowdBatch:
 def _assignment(request: HttpRequest, project: Project) -> CrowdAssignment:
     raw = request.POST.get("assignment", "")
     found = CrowdAssignment.objects.select_related("batch").filter(
-        batch__project=project, pk=int(raw) if raw.isdigit() else 0
+        batch__project=project, pk=int(raw) if raw.isascii() and raw.isdigit() else 0
     )
     if (assignment := found.first()) is None:
         raise QuorumError("choose an assignment of this project")
@@ -145,7 +147,9 @@ def _applied(request: HttpRequest, project: Project, fields: dict[str, Any]) -> 
 
 def _block_applied(request: HttpRequest, project: Project, fields: dict[str, Any]) -> str:
     raw = request.POST.get("block", "")
-    block = CrowdBlock.objects.filter(project=project, pk=int(raw) if raw.isdigit() else 0).first()
+    block = CrowdBlock.objects.filter(
+        project=project, pk=int(raw) if raw.isascii() and raw.isdigit() else 0
+    ).first()
     if block is None:
         raise QuorumError("choose a block of this project")
     services.crowd_block_applied(block=block)

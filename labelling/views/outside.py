@@ -28,7 +28,7 @@ MTURK_FIELDS = ("assignmentId", "hitId", "workerId", "turkSubmitTo")
 
 def _duration(request: HttpRequest) -> int | None:
     raw = request.POST.get("duration_ms", "")
-    return min(int(raw), 86_400_000) if raw.isdigit() else None
+    return min(int(raw), 86_400_000) if raw.isascii() and raw.isdigit() else None
 
 
 def _frame_headers(response: HttpResponse) -> HttpResponse:
@@ -83,7 +83,10 @@ def mturk_task(request: HttpRequest, slug: str) -> HttpResponse:
     context["submit_url"] = f"{origin}/mturk/externalSubmit"
     if context["preview"]:
         return _mturk_page(request, context)
-    saved = CrowdAssignment.objects.filter(batch=task.batch, remote_id=ids["assignmentId"]).first()
+    # Only this worker's own answer to this item is shown back to them.
+    saved = CrowdAssignment.objects.filter(
+        batch=task.batch, task=task, remote_id=ids["assignmentId"], worker_id=ids["workerId"]
+    ).first()
     if saved is None and (
         not _may_work(task.batch, ids["workerId"]) or task.batch.status != CrowdBatch.Status.OPEN
     ):

@@ -100,7 +100,7 @@ def problems_page(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _chosen_problem(project: Project, value: str | None) -> Problem | None:
-    if not value or not value.isdigit():
+    if not value or not (value.isascii() and value.isdigit()):
         return None
     return Problem.objects.select_related("project").filter(project=project, pk=int(value)).first()
 

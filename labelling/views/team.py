@@ -43,8 +43,9 @@ def project_labellers(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _decide(request: HttpRequest, slug: str, project_id: int) -> HttpResponse:
+    raw = request.POST.get("labeller", "")
     labeller = Labeller.objects.filter(
-        pk=request.POST.get("labeller", "0") if request.POST.get("labeller", "").isdigit() else 0,
+        pk=int(raw) if raw.isascii() and raw.isdigit() else 0,
         project_id=project_id,
     ).first()
     action = request.POST.get("action", "")

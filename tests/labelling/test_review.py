@@ -373,6 +373,7 @@ def test_the_escalation_list_shows_the_evidence(
     assert first["reason"] == "low_confidence" and first["notes"] == []
     assert api.get("/api/v1/projects/pet-match/escalations?reason=audit").json()["count"] == 0
     assert api.get("/api/v1/projects/pet-match/escalations?limit=0").status_code == 400
+    assert api.get("/api/v1/projects/pet-match/escalations?offset=" + "9" * 20).status_code == 400
     assert api.get("/api/v1/projects/pet-match/escalations?reason=x").status_code == 400
 
 

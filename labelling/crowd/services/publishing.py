@@ -76,7 +76,11 @@ def _reward(value: Any) -> Decimal:
 
 
 def _whole(value: Any, name: str, high: int) -> int:
-    if isinstance(value, bool) or not str(value).strip().isdigit() or not 1 <= int(value) <= high:
+    if (
+        isinstance(value, bool)
+        or not (str(value).strip().isascii() and str(value).strip().isdigit())
+        or not 1 <= int(value) <= high
+    ):
         raise InvalidInput(
             "invalid batch", errors=[InputError(f"must be a whole number 1–{high}", field=name)]
         )

@@ -74,7 +74,8 @@ def _decide(assignment: CrowdAssignment) -> tuple[str, str] | None:
         return None
     if label is not None and label.state == Label.State.VALID:
         return CrowdAssignment.Decision.PAY, PAY_FEEDBACK
-    if label is not None or (labeller is not None and labeller.status == Labeller.Status.REJECTED):
+    refused = (Labeller.Status.REJECTED, Labeller.Status.BLOCKED)
+    if label is not None or (labeller is not None and labeller.status in refused):
         return CrowdAssignment.Decision.REFUSE, _refusal(labeller)
     # Honest work the label of which exists elsewhere (the worker answered the item before).
     return CrowdAssignment.Decision.PAY, PAY_FEEDBACK
@@ -276,6 +277,10 @@ def crowd_sync_all() -> int:
             batch.error = exc.message
         except Conflict:
             continue  # settled elsewhere at this moment: the next run takes it
+        except Exception as exc:
+            # One batch's failure is kept on it for the engineer; the other batches go on.
+            logger.exception("crowd batch %s: synchronisation failed", batch.pk)
+            batch.error = f"synchronisation failed: {exc}"[:5000]
         batch.save(update_fields=["error"])
         done += 1
     return done

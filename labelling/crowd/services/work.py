@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from core.exceptions import Conflict, InputError, InvalidInput, NotFound
+from core.exceptions import Conflict, InputError, InvalidInput, NotFound, QuorumError
 from labelling.crowd.models import CrowdAssignment, CrowdBatch, CrowdTask
 from labelling.crowd.platforms import CrowdPlatform, Submission, platform_for
 from labelling.models import Item, Label, Labeller, Project
@@ -80,6 +80,8 @@ def crowd_answer_record(
     platform reports it, or the platform cannot) becomes a label. A synchronisation passes
     `labelled` to bring queue entries up to date and ask for consensus once, at its end."""
     batch = task.batch
+    # The worker writes the answer: anything longer than a label is not one anyway.
+    answer = None if answer is None else answer[:100]
     assignment = (
         # Only the assignment row: its labeller and label may be missing (outer joins).
         CrowdAssignment.objects.select_for_update(of=("self",))
@@ -186,7 +188,13 @@ def _sync_tasks(batch: CrowdBatch, adapter: CrowdPlatform, labelled: list[int]) 
 @transaction.atomic
 def _record_all(news: list[tuple[CrowdTask, Submission]], labelled: list[int]) -> None:
     for task, sub in news:
-        _record(task, sub, labelled)
+        # A worker writes the answer: one that cannot be stored must not hold up the others,
+        # nor come back at every synchronisation to stop the batch again.
+        try:
+            with transaction.atomic():
+                _record(task, sub, labelled)
+        except (QuorumError, DatabaseError, ValueError) as exc:
+            logger.warning("crowd answer %s of task %s not recorded: %s", sub, task.pk, exc)
 
 
 def _unchanged(recorded: str | None, reported: str) -> bool:
@@ -314,9 +322,14 @@ def crowd_link_answer(
     _check_ids(worker_id=worker_id, session_id=session_id)
     if not worker_may_work(batch=batch, worker_id=worker_id):
         raise Conflict("there is no more work for you in this study")
-    task = batch.tasks.filter(pk=int(task_id) if str(task_id).isdigit() else 0).first()
+    raw = str(task_id)
+    task = batch.tasks.filter(pk=int(raw) if raw.isascii() and raw.isdigit() else 0).first()
     if task is None:
         raise NotFound("this item is not part of the study")
+    # Study links are shared: the item's quota holds here too, not only when handing items out.
+    others = task.assignments.exclude(remote_id=f"{session_id}:{task.pk}")
+    if others.count() >= batch.assignments_per_item:
+        raise Conflict("this item has all the answers it needs; ask for the next one")
     if not batch.remote_id and study_id:
         CrowdBatch.objects.filter(pk=batch.pk, remote_id="").update(remote_id=study_id[:255])
     return crowd_answer_record(

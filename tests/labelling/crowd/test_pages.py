@@ -304,3 +304,14 @@ def test_the_dashboard_links_to_outside_crowds(make_queued: Callable[..., Projec
     page = engineer(project).get("/projects/pet-match/").content.decode()
 
     assert 'href="/projects/pet-match/crowd/"' in page and "0 open of 0 batches" in page
+
+
+def test_digits_that_are_not_ascii_are_refused_without_an_error_page(
+    make_queued: Callable[..., Project],
+) -> None:
+    batch = published(make_queued(1), "prolific")
+    task = batch.tasks.get()
+
+    for extra in ({"task": task.pk, "duration_ms": "²"}, {"task": "²"}):
+        response = study(Client(), batch, label="match", **extra)
+        assert response.status_code < 500

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from core.exceptions import Conflict
 from labelling.crowd import services
 from labelling.crowd.models import CrowdAssignment, CrowdBatch, CrowdBlock, CrowdTask
 from labelling.crowd.services import REFUSE_FEEDBACK, work
@@ -570,3 +571,62 @@ def test_a_sync_writes_only_news_such_as_amazons_automatic_approval(
     approved = batch.assignments.get(remote_id=auto["AssignmentId"])
     assert approved.status == "approved" and approved.decision == "pay" and approved.applied_at
     assert services.crowd_batch_settle(batch=batch).paid == 3
+
+
+def test_a_blocked_workers_later_answers_are_refused_not_paid(
+    fake_mturk: FakeMTurk, make_queued: Callable[..., Project]
+) -> None:
+    project = make_queued(2)
+    batch = publish(project, "mturk", assignments=2)
+    task = batch.tasks.order_by("id").first()
+    assert task is not None
+    MTurkCrowd(fake_mturk).answer(batch, task, "w-ann", "match")
+    services.crowd_batch_sync(batch=batch)
+    Labeller.objects.filter(worker_id="w-ann").update(status=Labeller.Status.BLOCKED)
+    # Accepted on Amazon before the block reached it, submitted after.
+    other = batch.tasks.exclude(pk=task.pk).get()
+    fake_mturk.work(other.remote_id, "w-ann", "match")
+
+    services.crowd_batch_sync(batch=batch)
+    result = services.crowd_batch_settle(batch=batch)
+
+    # The answer given before the block stays a valid label and is paid; the later one is not.
+    assert (result.paid, result.refused) == (1, 1)
+    later = CrowdAssignment.objects.get(task=other)
+    assert later.decision == CrowdAssignment.Decision.REFUSE
+
+
+def test_an_answer_that_cannot_be_stored_does_not_stop_the_batch(
+    fake_mturk: FakeMTurk, make_queued: Callable[..., Project]
+) -> None:
+    project = make_queued(2)
+    batch = publish(project, "mturk", assignments=2)
+    first, second = batch.tasks.order_by("id")
+    bad = fake_mturk.work(first.remote_id, "w-odd", "match")
+    # What a worker can post to Amazon: a duration in superscript digits, an overlong answer.
+    fake_mturk.assignments[bad]["Answer"] = (
+        fake_mturk.assignments[bad]["Answer"]
+        .replace("1500", "²")
+        .replace(">match<", ">" + "x" * 300 + "<")
+    )
+    fake_mturk.work(second.remote_id, "w-ann", "match")
+
+    services.crowd_batch_sync(batch=batch)
+
+    assert CrowdAssignment.objects.get(worker_id="w-ann").answer == "match"
+    odd = CrowdAssignment.objects.get(worker_id="w-odd")
+    assert (len(odd.answer), odd.duration_ms) == (100, None)
+
+
+def test_a_shared_study_link_cannot_give_an_item_more_answers_than_its_quota(
+    make_queued: Callable[..., Project],
+) -> None:
+    project = make_queued(1)
+    batch = publish(project, "prolific", size=1, assignments=2)
+    task = batch.tasks.get()
+    for worker in ("P1", "P2"):
+        LinkCrowd().answer(batch, task, worker, "match")
+
+    with pytest.raises(Conflict):
+        LinkCrowd().answer(batch, task, "P3-made-up", "match")
+    assert task.assignments.count() == 2
