@@ -3,8 +3,6 @@ end of the queue. Each test logs in through the login form as a crowd labeller."
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -15,11 +13,9 @@ from pytest_django import Settings
 
 from core.permissions import Role
 from labelling.models import Label, Lease, Project
-from labelling.policy import parse_policy
-from labelling.services.imports import predictions_import
 from labelling.services.labellers import labeller_create
-from labelling.services.queueing import queue_select
 from tests.browser.conftest import PASSWORD
+from tests.labelling.test_leasing import queued_project
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -48,23 +44,7 @@ def cora(project: Project) -> str:
 
 def queue_items(project: Project, n: int) -> None:
     """Import n predictions and queue them all (i0 first), with no gold checks."""
-    project.gold_rate = 0
-    project.save()
-    rows = "\n".join(
-        json.dumps(
-            {
-                "external_id": f"i{k}",
-                "payload": {"text": f"item {k}"},
-                "model_version": "m1",
-                "probabilities": {"match": 0.5 + k / 100, "no_match": 0.5 - k / 100},
-            }
-        )
-        for k in range(n)
-    )
-    predictions_import(project=project, stream=io.BytesIO(rows.encode()), fmt="jsonl")
-    queue_select(
-        project=project, policy=parse_policy({"rules": [{"rule": "random", "fraction": 1}]})
-    )
+    queued_project(project, n, overlap=(project.overlap_min, project.overlap_max))
 
 
 def next_item(page: Page, after: int | None = None) -> int:

@@ -40,7 +40,7 @@ def queued_project(project: Project, n: int = 3, *, overlap: tuple[int, int] = (
                 "external_id": f"i{k}",
                 "payload": {"text": f"item {k}"},
                 "model_version": "m1",
-                "probabilities": {"match": 0.5 + k / 100, "no_match": 0.5 - k / 100},
+                "probabilities": {"match": 0.5 + k / 1000, "no_match": 0.5 - k / 1000},
             }
         )
         for k in range(n)

@@ -3,8 +3,6 @@ adapter: an in-memory Mechanical Turk and the link-based platform (Prolific-styl
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,36 +13,16 @@ from labelling.crowd import platforms
 from labelling.crowd.link import PROLIFIC, LinkPlatform
 from labelling.crowd.mturk import MTurkPlatform
 from labelling.models import Project
-from labelling.policy import parse_policy
-from labelling.services.imports import predictions_import
-from labelling.services.queueing import queue_select
 from tests.labelling.crowd.fakes import FakeMTurk
+from tests.labelling.test_leasing import queued_project
 
 PUBLIC = "https://quorum.example.org"
 
 
 def queue_items(project: Project, n: int, *, overlap: int = 4) -> Project:
     """n items (i0…) queued, an overlap of `overlap` labels, no gold."""
-    project.overlap_min = project.overlap_max = overlap
-    project.gold_rate = 0
     project.instructions = "Does the **pet** match the service?"
-    project.save()
-    rows = "\n".join(
-        json.dumps(
-            {
-                "external_id": f"i{k}",
-                "payload": {"text": f"item {k}"},
-                "model_version": "m1",
-                "probabilities": {"match": 0.5 + k / 1000, "no_match": 0.5 - k / 1000},
-            }
-        )
-        for k in range(n)
-    )
-    predictions_import(project=project, stream=io.BytesIO(rows.encode()), fmt="jsonl")
-    queue_select(
-        project=project, policy=parse_policy({"rules": [{"rule": "random", "fraction": 1}]})
-    )
-    return project
+    return queued_project(project, n, overlap=(overlap, overlap))
 
 
 @pytest.fixture(autouse=True)
