@@ -5,20 +5,12 @@ Python building each row took about 60 µs; PostgreSQL builds the same line in a
 million-row release is bound by the query, not by the interpreter. The lines hold the same fields
 in the same order as the Python writer's (labelling/releases/formats.py, used on SQLite); payload
 keys come in jsonb's order (shorter keys first) rather than alphabetically.
-
-A large release is written by two COPYs at once, on two connections that share one snapshot
-(`pg_export_snapshot()`): the items below the middle external id on this connection, the rest on
-a second one into a spool file, appended after the first half. Both cores work, and the bytes are
-those of one COPY, since every line is built from its own item and the order is by external id.
 """
 
 from __future__ import annotations
 
-import re
-import tempfile
-import threading
 from collections.abc import Callable, Generator
-from typing import IO, Any
+from typing import Any
 
 import orjson
 from django.db import connection
@@ -26,7 +18,6 @@ from django.db import connection
 from labelling.models import Project
 from labelling.releases.rows import (
     FIELDS,
-    ITEM,
     LABEL,
     Pseudonyms,
     Selection,
@@ -40,20 +31,6 @@ from labelling.releases.rows import (
 # COPY's csv format with a delimiter and a quote that JSON text never holds raw (control
 # characters are always escaped in JSON): each line comes out byte for byte as built.
 VERBATIM = "FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02'"
-# For the release's transaction (on every connection that writes it): sorts and hashes of a
-# million wide rows in memory rather than in batches on disk, no JIT (its compile time outweighs
-# what it saves here), and parallel workers for the scans, joins and sorts (PostgreSQL's default
-# costs keep a COPY's query on one core; the final ORDER BY still fixes the bytes).
-RELEASE_SETTINGS = (
-    ("work_mem", "128MB"),
-    ("jit", "off"),
-    ("parallel_setup_cost", "0"),
-    ("parallel_tuple_cost", "0.0001"),
-)
-# From this many rows, a release is written as two ranges on two connections at once.
-SPLIT_FROM_ROWS = 200_000
-SPOOL_READ = 1 << 20
-SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
 
 
 def _ts(column: str) -> str:
@@ -75,20 +52,16 @@ def _probabilities(labels: list[str]) -> tuple[str, list[Any]]:
     return f"CASE WHEN p.probabilities IS NULL THEN NULL ELSE {body} END", params
 
 
-def _labellers(
-    project: Project, labeller_ids: list[int], chosen: Selection
-) -> tuple[str, list[Any]]:
-    """Per selected item, the JSON list of its valid labels' pseudonymous labeller ids, sorted."""
+def _labellers(project: Project, labeller_ids: list[int]) -> tuple[str, list[Any]]:
+    """Per item, the JSON list of its valid labels' pseudonymous labeller ids, sorted."""
     names = Pseudonyms(project)
     sql = (
         'SELECT lb.item_id, json_agg(ps.name ORDER BY ps.name COLLATE "C")::text AS labellers, '
         f"MAX(lb.created_at) AS last_label_at FROM {LABEL} lb "
         "JOIN unnest(%s::bigint[], %s::text[]) AS ps(id, name) ON ps.id = lb.labeller_id "
-        "WHERE lb.project_id = %s AND lb.state = 'valid' "
-        f"AND lb.item_id IN (SELECT i.id FROM {ITEM} i WHERE {chosen.where}) GROUP BY lb.item_id"
+        "WHERE lb.project_id = %s AND lb.state = 'valid' GROUP BY lb.item_id"
     )
-    names_of = [names(str(i)) for i in labeller_ids]
-    return sql, [labeller_ids, names_of, project.pk, *chosen.params]
+    return sql, [labeller_ids, [names(str(i)) for i in labeller_ids], project.pk]
 
 
 def _columns(
@@ -97,7 +70,7 @@ def _columns(
     """Each field's SQL (a JSON text, or NULL), the FROM clause, and the parameters of the
     probabilities column and of the FROM clause."""
     ids = list(project.labellers.values_list("id", flat=True))
-    labellers, labeller_params = _labellers(project, ids, chosen)
+    labellers, labeller_params = _labellers(project, ids)
     body, body_params = from_sql(chosen, labellers, labeller_params)
     probabilities, probability_params = _probabilities(list(project.labels))
     columns = {
@@ -186,95 +159,11 @@ BUILDERS: dict[str, Callable[[Project, Selection], tuple[str, list[Any], str]]] 
 }
 
 
-def middle(chosen: Selection, below: int) -> str | None:
-    """The external id with `below` selected items before it in the release's order."""
-    sql = (
-        f"SELECT i.external_id FROM {ITEM} i WHERE {chosen.where} "
-        f"ORDER BY {bytewise('i.external_id')} OFFSET %s LIMIT 1"
-    )
+def copy_chunks(project: Project, chosen: Selection, fmt: str) -> Generator[bytes]:
+    """The finished data file of a release, in chunks, as PostgreSQL writes it."""
+    sql, params, options = BUILDERS[fmt](project, chosen)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*chosen.params, below])
-        row = cursor.fetchone()
-    return str(row[0]) if row else None
-
-
-def _range(chosen: Selection, operator: str, external_id: str) -> Selection:
-    where = f"{chosen.where} AND {bytewise('i.external_id')} {operator} %s"
-    return Selection(where, [*chosen.params, external_id])
-
-
-def _copy(cursor: Any, statement: tuple[str, list[Any], str], header: bool) -> Generator[bytes]:
-    sql, params, options = statement
-    if not header:
-        options = options.replace(", HEADER true", "")
-    with cursor.copy(f"COPY ({sql}) TO STDOUT WITH ({options})", params) as copy:
-        for chunk in copy:
-            yield bytes(chunk)
-
-
-def _spool(
-    other: Any, snapshot: str, statement: tuple[str, list[Any], str], spool: IO[bytes]
-) -> None:
-    """Write one range's COPY into `spool` on the second connection, in the given snapshot."""
-    with other.cursor() as cursor:
-        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-        for name, value in RELEASE_SETTINGS:
-            cursor.execute(f"SET LOCAL {name} = '{value}'")
-        for chunk in _copy(cursor, statement, header=False):
-            spool.write(chunk)
-    other.rollback()
-
-
-def _two_ranges(project: Project, chosen: Selection, fmt: str, split_at: int) -> Generator[bytes]:
-    """The release written as two ranges at once (see the module's docstring)."""
-    first = middle(chosen, split_at)
-    if first is None:  # fewer rows than split_at: one COPY
-        yield from copy_chunks(project, chosen, fmt)
-        return
-    low = BUILDERS[fmt](project, _range(chosen, "<", first))
-    high = BUILDERS[fmt](project, _range(chosen, ">=", first))
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_export_snapshot()")
-        snapshot = str(cursor.fetchone()[0])
-    if not SNAPSHOT_ID.fullmatch(snapshot):
-        raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
-    other = connection.get_new_connection(connection.get_connection_params())
-    failures: list[BaseException] = []
-
-    def spool_high() -> None:
-        try:
-            _spool(other, snapshot, high, spool)
-        except BaseException as error:  # re-raised by the writer below
-            failures.append(error)
-
-    with tempfile.TemporaryFile() as spool:
-        worker = threading.Thread(target=spool_high, name="release-copy", daemon=True)
-        worker.start()
-        try:
-            with connection.cursor() as cursor:
-                yield from _copy(cursor.cursor, low, header=True)
-            worker.join()
-            if failures:
-                raise failures[0]
-            spool.seek(0)
-            while chunk := spool.read(SPOOL_READ):
-                yield chunk
-        finally:
-            if worker.is_alive():
-                other.cancel()
-                worker.join()
-            other.close()
-
-
-def copy_chunks(
-    project: Project, chosen: Selection, fmt: str, split_at: int = 0
-) -> Generator[bytes]:
-    """The finished data file of a release, in chunks, as PostgreSQL writes it; with `split_at`,
-    as two ranges at once, the first of `split_at` rows (only in a REPEATABLE READ transaction
-    that has written nothing, whose snapshot a second connection can share)."""
-    if split_at:
-        yield from _two_ranges(project, chosen, fmt, split_at)
-        return
-    with connection.cursor() as cursor:
-        yield from _copy(cursor.cursor, BUILDERS[fmt](project, chosen), header=True)
+        raw = cursor.cursor  # psycopg's own cursor: Django's wrapper has no copy()
+        with raw.copy(f"COPY ({sql}) TO STDOUT WITH ({options})", params) as copy:
+            for chunk in copy:
+                yield bytes(chunk)

@@ -22,8 +22,9 @@ from django.db import IntegrityError, connection, transaction
 
 from core.exceptions import Conflict, InputError, InvalidInput
 from labelling.models import Job, Project, Release
-from labelling.releases import checks, pgcopy, rows
+from labelling.releases import checks, rows
 from labelling.releases.formats import EXTENSIONS, FORMATS, HashingWriter, line_writer
+from labelling.releases.pgcopy import copy_chunks
 from labelling.releases.storage import ReleaseStorage, default_storage_url, discard, storage_for
 
 Progress = Callable[[int, int], None]
@@ -32,6 +33,7 @@ PROGRESS_EVERY = 20_000
 # (a lock on the project row would hold up labelling while a large release is uploaded).
 ADVISORY_NAMESPACE = 7007
 MAX_REASON = 2000
+RELEASE_WORK_MEM = "128MB"
 
 
 @dataclass(frozen=True)
@@ -129,30 +131,23 @@ def _python_lines(project: Project, chosen: rows.Selection, fmt: str) -> Generat
         yield line(build(raw).data)
 
 
-def _chunks(project: Project, chosen: rows.Selection, fmt: str, split_at: int) -> Generator[bytes]:
+def _chunks(project: Project, chosen: rows.Selection, fmt: str) -> Generator[bytes]:
     """The data file's bytes: written by PostgreSQL itself (COPY), else row by row in Python."""
     if connection.vendor == "postgresql":
-        return pgcopy.copy_chunks(project, chosen, fmt, split_at)
+        return copy_chunks(project, chosen, fmt)
     return _python_lines(project, chosen, fmt)
 
 
 def _stream(
-    project: Project,
-    chosen: rows.Selection,
-    fmt: str,
-    path: Path,
-    progress: Progress | None,
-    shareable: bool,
+    project: Project, chosen: rows.Selection, fmt: str, path: Path, progress: Progress | None
 ) -> Written:
-    """Write every selected row to `path`, hashing and counting as it goes; a large release in a
-    snapshot that a second connection can share is written as two halves at once."""
+    """Write every selected row to `path`, hashing and counting as it goes."""
     total = rows.count(chosen)
-    split_at = total // 2 if shareable and total >= pgcopy.SPLIT_FROM_ROWS else 0
     lines = reported = 0
     with open(path, "wb") as stream:
         out = HashingWriter(stream)
         # Closed on any failure: an abandoned COPY would hold the connection for ever.
-        with contextlib.closing(_chunks(project, chosen, fmt, split_at)) as chunks:
+        with contextlib.closing(_chunks(project, chosen, fmt)) as chunks:
             for chunk in chunks:
                 out.write(chunk)
                 # Lines approximate rows (a CSV cell may hold a newline): enough for progress.
@@ -288,11 +283,9 @@ def _check_overrides(
 
 
 @contextlib.contextmanager
-def _snapshot() -> Iterator[bool]:
+def _snapshot() -> Iterator[None]:
     """One consistent view of the data for the checks, the counts and the rows: a REPEATABLE READ
-    transaction on PostgreSQL (inside an outer transaction, that transaction's view). Yields
-    whether it is a PostgreSQL snapshot of its own that other connections can share (an outer
-    transaction may hold writes they cannot see)."""
+    transaction on PostgreSQL (inside an outer transaction, that transaction's view)."""
     postgresql = connection.vendor == "postgresql"
     repeatable = postgresql and not connection.in_atomic_block
     with transaction.atomic():
@@ -300,10 +293,11 @@ def _snapshot() -> Iterator[bool]:
             if repeatable:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             if postgresql:
-                # Only for this transaction (see RELEASE_SETTINGS).
-                for name, value in pgcopy.RELEASE_SETTINGS:
-                    cursor.execute(f"SET LOCAL {name} = '{value}'")
-        yield repeatable
+                # The release query sorts and hashes a million wide rows: with the default 4 MB
+                # they spill to disk in batches. Only for this transaction.
+                cursor.execute(f"SET LOCAL work_mem = '{RELEASE_WORK_MEM}'")
+                cursor.execute("SET LOCAL jit = off")
+        yield
 
 
 def _build(
@@ -314,7 +308,7 @@ def _build(
     progress: Progress | None,
 ) -> Built:
     """Select, check and write the release to a staging folder; raise if a check blocks it."""
-    with _snapshot() as shareable:
+    with _snapshot():
         last = project.releases.order_by("-version").first()
         watermark = rows.watermark_now(project)
         chosen = rows.selection(project, request.filters, last.watermark if last else None)
@@ -328,7 +322,7 @@ def _build(
             )
         staging = storage.staging()
         try:
-            written = _stream(project, chosen, request.fmt, staging / "data", progress, shareable)
+            written = _stream(project, chosen, request.fmt, staging / "data", progress)
             (staging / "data").rename(staging / f"data.{EXTENSIONS[request.fmt]}")
             previous = _previous_comparable(project, request.filters)
             results.append(
