@@ -199,9 +199,17 @@ def _python_rows_sql(chosen: Selection) -> tuple[str, list[Any]]:
 
 
 def label_counts(chosen: Selection) -> tuple[dict[str, int], dict[str, int]]:
-    """Rows per final label and per label source, in one pass."""
-    body, params = from_sql(chosen)
-    sql = f"SELECT {final_label_sql()}, {label_source_sql()}, COUNT(*) {body} GROUP BY 1, 2"
+    """Rows per final label and per label source, in one pass.
+
+    Only the consensus is joined: the final label and its source read nothing else, and every
+    other join of a release row gives at most one row per item (a queue entry and a consensus
+    per item, one prediction per item and model version, the last resolved escalation).
+    """
+    sql = (
+        f"SELECT {final_label_sql()}, {label_source_sql()}, COUNT(*) FROM {ITEM} i "
+        f"LEFT JOIN {CONSENSUS} c ON c.item_id = i.id WHERE {chosen.where} GROUP BY 1, 2"
+    )
+    params = chosen.params
     classes: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     with connection.cursor() as cursor:

@@ -139,10 +139,14 @@ def _chunks(project: Project, chosen: rows.Selection, fmt: str) -> Generator[byt
 
 
 def _stream(
-    project: Project, chosen: rows.Selection, fmt: str, path: Path, progress: Progress | None
+    project: Project,
+    chosen: rows.Selection,
+    fmt: str,
+    path: Path,
+    progress: Progress | None,
+    total: int,
 ) -> Written:
-    """Write every selected row to `path`, hashing and counting as it goes."""
-    total = rows.count(chosen)
+    """Write the `total` selected rows to `path`, hashing and counting as it goes."""
     lines = reported = 0
     with open(path, "wb") as stream:
         out = HashingWriter(stream)
@@ -315,14 +319,15 @@ def _build(
         results = [checks.duplicate_content(chosen), checks.train_test_leakage(chosen)]
         # Fail before writing a byte when the cheap checks already block the release.
         _check_overrides(results, request, user)
-        if not rows.count(chosen):
+        total = rows.count(chosen)
+        if not total:
             raise InvalidInput(
                 "nothing to release: no approved or resolved items match "
                 f"{request.filters.as_dict()}"
             )
         staging = storage.staging()
         try:
-            written = _stream(project, chosen, request.fmt, staging / "data", progress)
+            written = _stream(project, chosen, request.fmt, staging / "data", progress, total)
             (staging / "data").rename(staging / f"data.{EXTENSIONS[request.fmt]}")
             previous = _previous_comparable(project, request.filters)
             results.append(

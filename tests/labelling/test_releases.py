@@ -31,6 +31,7 @@ from labelling.models import (
     Project,
     Release,
 )
+from labelling.releases import pgcopy
 from labelling.releases import rows as release_rows
 from labelling.releases.checks import ChecksFailed
 from labelling.releases.rows import Filters
@@ -169,6 +170,35 @@ def test_pseudonyms_are_stable_per_project_and_differ_between_projects(
     assert release_rows.Pseudonyms(world.project)("7") != release_rows.Pseudonyms(other.project)(
         "7"
     )
+
+
+@pytest.mark.needs_postgres
+def test_labellers_looked_up_by_array_or_by_join_give_the_same_bytes(
+    world: World, make_project: Callable[..., Project], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = World(make_project(slug="other"))
+    names = [f"w{n}" for n in range(12)]
+    for name in names:  # interleaved ids: each project's span has the other's labellers in it
+        world.worker(name)
+        other.worker(name)
+    world.item("a1", labellers=tuple(names))
+    world.item("a2", labellers=tuple(names[::3]))
+    world.item("a3", labellers=(), queued=False)
+    other.item("b1", labellers=tuple(names))
+    world.label(Item.objects.get(external_id="a2"), "w1", "match", T0, state="voided")
+
+    by_array = release_create(project=world.project)
+    monkeypatch.setattr(pgcopy, "MAX_SPAN_PER_LABELLER", 0)
+    monkeypatch.setattr(pgcopy, "MIN_SPAN", 0)
+    by_join = release_create(project=world.project)
+
+    assert data_of(by_array) == data_of(by_join)
+    rows = lines_of(by_array)
+    ours = {n: pseudonym(world.project, world.workers[n]) for n in names}
+    assert rows[0]["labellers"] == sorted(ours.values())
+    assert rows[1]["labellers"] == sorted(ours[n] for n in names[::3])
+    assert rows[2]["labellers"] == [] and rows[2]["approved_at"] is None
+    assert rows[0]["approved_at"] == "2026-03-02T00:00:00.000000Z"  # the 12th label, T0 + 12 h
 
 
 # Manifest, sha256 and immutability
