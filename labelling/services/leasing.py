@@ -40,16 +40,13 @@ def _lease_seconds() -> int:
     return int(settings.LEASE_SECONDS)
 
 
-def _next_entry_id(project: Project, labeller: Labeller) -> int | None:
-    """The most urgent queue entry still wanting a label this labeller has not given or skipped."""
-    return _entry_query(project, labeller, "")
-
-
-def _entry_query(project: Project, labeller: Labeller, lock: str) -> int | None:
+def _next_entry(project: Project, labeller: Labeller) -> tuple[int, int] | None:
+    """(entry id, item id) of the most urgent queue entry still wanting a label this labeller
+    has not given or skipped (SQLite: its write lock serialises leasing)."""
     with connection.cursor() as cursor:
-        cursor.execute(f"{_NEXT_ENTRY}{lock}", [project.pk, labeller.pk])
+        cursor.execute(_NEXT_ENTRY, [project.pk, labeller.pk])
         row = cursor.fetchone()
-    return row[0] if row else None
+    return (row[0], row[1]) if row else None
 
 
 _NEXT_ENTRY = (
@@ -164,15 +161,13 @@ def lease_next(*, project: Project, labeller: Labeller) -> Lease | None:
         return _open_lease(project, labeller, gold.pk, is_gold=True)
     if connection.vendor == "postgresql":
         return _take_entry(project, labeller)
-    entry_id = _next_entry_id(project, labeller)
-    if entry_id is None:
+    found = _next_entry(project, labeller)
+    if found is None:
         return None
-    entry = QueueEntry.objects.get(pk=entry_id)
+    entry_id, item_id = found
     QueueEntry.objects.filter(pk=entry_id).update(open_leases=F("open_leases") + 1)
-    Item.objects.filter(pk=entry.item_id, state=Item.State.QUEUED).update(
-        state=Item.State.COLLECTING
-    )
-    return _open_lease(project, labeller, entry.item_id, is_gold=False)
+    Item.objects.filter(pk=item_id, state=Item.State.QUEUED).update(state=Item.State.COLLECTING)
+    return _open_lease(project, labeller, item_id, is_gold=False)
 
 
 def _lease_for(lease_id: int, user: Any) -> Lease:
@@ -228,14 +223,14 @@ def _after_label(project: Project, item_id: int) -> None:
         row = cursor.fetchone()
     if row is None or row[1] < row[2]:
         return
-    entry = QueueEntry(pk=row[0], item_id=item_id, labels_count=row[1], needed=row[2])
+    entry_id, _, needed = row
     agreement = _agreement(item_id)
-    if agreement < project.target_confidence and entry.needed < project.overlap_max:
-        QueueEntry.objects.filter(pk=entry.pk).update(needed=F("needed") + 1)
+    if agreement < project.target_confidence and needed < project.overlap_max:
+        QueueEntry.objects.filter(pk=entry_id).update(needed=F("needed") + 1)
         return
     # Until consensus is computed from labeller reliability, agreement stands in for it.
     settled = agreement >= project.target_confidence
-    QueueEntry.objects.filter(pk=entry.pk).update(collecting=False)
+    QueueEntry.objects.filter(pk=entry_id).update(collecting=False)
     Item.objects.filter(pk=item_id).update(
         state=Item.State.APPROVED if settled else Item.State.ESCALATED
     )
