@@ -50,35 +50,7 @@
 
   // ---- talking to the API ----
 
-  function csrfToken() {
-    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return root.dataset.csrf || (match ? decodeURIComponent(match[1]) : "");
-  }
-
-  async function api(method, url, body) {
-    const headers = { Accept: "application/json", "X-CSRFToken": csrfToken() };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    let response;
-    try {
-      response = await fetch(url, {
-        method: method,
-        headers: headers,
-        credentials: "same-origin",
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-    } catch (e) {
-      return { status: 0, data: {}, headers: new Headers() };
-    }
-    let data = {};
-    if (response.status !== 204) {
-      try {
-        data = await response.json();
-      } catch (e) {
-        data = {};
-      }
-    }
-    return { status: response.status, data: data, headers: response.headers };
-  }
+  const api = window.QuorumApi.client(root);
 
   function leaseUrl(lease, action) {
     return config.lease_url + encodeURIComponent(lease) + "/" + action;

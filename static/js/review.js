@@ -23,29 +23,7 @@
   const labelButtons = Array.from(el.answers.querySelectorAll(".label-btn"));
   const state = { escalation: null, busy: false, gold: false, done: 0 };
 
-  function csrfToken() {
-    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return root.dataset.csrf || (match ? decodeURIComponent(match[1]) : "");
-  }
-
-  async function api(method, url, body) {
-    const headers = { Accept: "application/json", "X-CSRFToken": csrfToken() };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    let response;
-    try {
-      response = await fetch(url, {
-        method: method, headers: headers, credentials: "same-origin",
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-    } catch (e) {
-      return { status: 0, data: {} };
-    }
-    let data = {};
-    if (response.status !== 204) {
-      try { data = await response.json(); } catch (e) { data = {}; }
-    }
-    return { status: response.status, data: data };
-  }
+  const api = window.QuorumApi.client(root);
 
   function detail(result, fallback) {
     const data = result.data || {};
