@@ -34,13 +34,14 @@ def project_role(user: User, project: Project) -> Role | None:
         return None
     if getattr(user, "is_superuser", False):
         return Role.ENGINEER
-    role = (
-        Labeller.objects.filter(project=project, user=user)
-        .exclude(status=Labeller.Status.BLOCKED)
-        .values_list("role", flat=True)
-        .first()
-    )
-    return Role(role) if role else None
+    return _member_role(Labeller.objects.filter(project=project, user=user).first())
+
+
+def _member_role(member: Labeller | None) -> Role | None:
+    """A project member's role; a blocked labeller holds none."""
+    if member is None or member.status == Labeller.Status.BLOCKED:
+        return None
+    return Role(member.role)
 
 
 def project_for_user(*, user: User, slug: str, roles: Collection[Role]) -> Project:
@@ -61,9 +62,9 @@ def labeller_for(*, user: User, slug: str, roles: Collection[Role]) -> tuple[Pro
             .filter(project__slug=slug, user_id=int(user.pk or 0))
             .first()
         )
-        blocked = member is None or member.status == Labeller.Status.BLOCKED
-        check_role(None if blocked else Role(member.role), roles, "project")  # type: ignore[union-attr]
-        assert member is not None
+        role = _member_role(member)
+        check_role(role, roles, "project")
+        assert member is not None  # a role implies a member
         return member.project, member
     project = project_for_user(user=user, slug=slug, roles=roles)
     labeller = Labeller.objects.filter(project=project, user_id=int(user.pk or 0)).first()
