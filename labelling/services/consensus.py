@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Count, Max, Q
@@ -40,6 +39,7 @@ from labelling.numerics.aggregation import dawid_skene, label_counts
 from labelling.numerics.agreement import agreement_summary, item_agreement
 from labelling.numerics.priority import audit_draw, escalation_priority
 from labelling.numerics.reliability import LabellerReliability, labeller_reliability
+from labelling.services.debounce import recompute_soon, recompute_started
 from labelling.services.evaluation import evaluation_schedule_after_commit
 
 logger = logging.getLogger("quorum.consensus")
@@ -737,10 +737,6 @@ def state_counts(project: Project) -> dict[str, int]:
     return dict(states.annotate(n=Count("pk")).values_list("state", "n"))
 
 
-def _debounce_key(project_id: int) -> str:
-    return f"quorum:consensus-pending:{project_id}"
-
-
 def consensus_schedule(*, project_id: int) -> None:
     """Ask for a recomputation soon: labels arriving in a burst cause one run per project.
 
@@ -757,22 +753,15 @@ def consensus_schedule(*, project_id: int) -> None:
         ):
             consensus_compute(project=Project.objects.get(pk=project_id))
         return
-    if not cache.add(_debounce_key(project_id), 1, timeout=settings.CONSENSUS_DEBOUNCE_SECONDS * 6):
-        return
-    try:
-        tasks.aggregate_project.apply_async(
-            (project_id,), countdown=settings.CONSENSUS_DEBOUNCE_SECONDS
-        )
-    except Exception:
-        cache.delete(_debounce_key(project_id))
-        logger.exception(
-            "could not schedule the consensus of project %s; catch-up will", project_id
-        )
+    recompute_soon(
+        kind="consensus", project_id=project_id, task=tasks.aggregate_project,
+        seconds=settings.CONSENSUS_DEBOUNCE_SECONDS,
+    )  # fmt: skip
 
 
 def consensus_run(*, project_id: int) -> None:
     """Run a scheduled recomputation (the Celery task's body)."""
-    cache.delete(_debounce_key(project_id))
+    recompute_started(kind="consensus", project_id=project_id)
     project = Project.objects.filter(pk=project_id).first()
     if project is not None:
         consensus_compute(project=project)

@@ -8,7 +8,6 @@ threshold changes, problem changes and prediction imports, debounced like consen
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 import orjson
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -32,8 +30,8 @@ from labelling.models import (
     Project,
 )
 from labelling.numerics.problems import error_figures, priority
+from labelling.services.debounce import recompute_soon, recompute_started
 
-logger = logging.getLogger("quorum.evaluation")
 PREDICTION = Prediction._meta.db_table
 TEST_SPLIT = "test"
 CHUNK = 2000
@@ -211,10 +209,6 @@ def evaluation_compute(*, project: Project) -> int:
     return len(rows)
 
 
-def _debounce_key(project_id: int) -> str:
-    return f"quorum:evaluation-pending:{project_id}"
-
-
 def evaluation_schedule(*, project_id: int) -> None:
     """Ask for the project's figures to be recomputed soon: one run per burst of changes.
 
@@ -231,16 +225,10 @@ def evaluation_schedule(*, project_id: int) -> None:
         if predictions <= settings.INLINE_EVALUATION_MAX_PREDICTIONS:
             evaluation_compute(project=Project.objects.get(pk=project_id))
         return
-    timeout = settings.EVALUATION_DEBOUNCE_SECONDS * 6
-    if not cache.add(_debounce_key(project_id), 1, timeout=timeout):
-        return
-    try:
-        tasks.evaluate_project.apply_async(
-            (project_id,), countdown=settings.EVALUATION_DEBOUNCE_SECONDS
-        )
-    except Exception:
-        cache.delete(_debounce_key(project_id))
-        logger.exception("could not schedule the evaluation of project %s", project_id)
+    recompute_soon(
+        kind="evaluation", project_id=project_id, task=tasks.evaluate_project,
+        seconds=settings.EVALUATION_DEBOUNCE_SECONDS,
+    )  # fmt: skip
 
 
 def evaluation_schedule_after_commit(project_id: int) -> None:
@@ -250,7 +238,7 @@ def evaluation_schedule_after_commit(project_id: int) -> None:
 
 def evaluation_run(*, project_id: int) -> None:
     """Run a scheduled evaluation (the Celery task's body)."""
-    cache.delete(_debounce_key(project_id))
+    recompute_started(kind="evaluation", project_id=project_id)
     project = Project.objects.filter(pk=project_id).first()
     if project is not None:
         evaluation_compute(project=project)
