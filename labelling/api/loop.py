@@ -23,7 +23,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from core.exceptions import QuorumError
 from core.permissions import LABELLERS
 from labelling.api import views
-from labelling.api.serializers import LabelOutput, TaskOutput
+from labelling.api.serializers import label_body, task_body
 from labelling.selectors import labeller_by_token, user_id_by_token
 from labelling.services.leasing import label_submit, lease_next
 
@@ -76,7 +76,7 @@ def next_task(request: HttpRequest, slug: str) -> HttpResponse:
     lease = lease_next(project=member.project, labeller=member)
     if lease is None:
         return HttpResponse(status=204)
-    return _json(TaskOutput(lease).data)
+    return _json(task_body(lease))
 
 
 def _answer(request: HttpRequest) -> tuple[str, int | None]:
@@ -120,4 +120,4 @@ def submit_label(request: HttpRequest, lease_id: int) -> HttpResponse:
     submitted = label_submit(
         lease_id=lease_id, user=shim.user, value=label, duration_ms=duration, source="api"
     )
-    return _json(LabelOutput(submitted.label).data, status=201)
+    return _json(label_body(submitted.label), status=201)

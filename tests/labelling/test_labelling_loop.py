@@ -188,3 +188,21 @@ def test_on_postgresql_a_cycle_takes_three_statements_to_lease_and_three_to_answ
     response, sent = statements(lambda: answer(crowd_api, response.json()["lease"]))
     assert response.status_code == 201
     assert len(sent) == 3, sent
+
+
+def test_the_fast_bodies_are_the_documented_serializers_output(
+    project: Project, crowd_api: APIClient
+) -> None:
+    from labelling.api.serializers import LabelOutput, TaskOutput, label_body, task_body
+
+    queued_project(project)
+    project.instructions = "Say **match** when they match; é ü 🐈"
+    project.save()
+    lease_id = crowd_api.get(NEXT).json()["lease"]
+    assert answer(crowd_api, lease_id, duration_ms=None).status_code == 201
+    lease = Lease.objects.select_related("item", "project").get(pk=lease_id)
+    label = Label.objects.get(lease=lease)
+    assert task_body(lease) == TaskOutput(lease).data
+    assert label_body(label) == LabelOutput(label).data
+    label.duration_ms = 1840
+    assert label_body(label) == LabelOutput(label).data
