@@ -235,6 +235,8 @@ if PUBLIC_URL and (
 ):
     raise ImproperlyConfigured(f"QUORUM_PUBLIC_URL must be an http(s) URL, got {PUBLIC_URL!r}")
 
+# Where `make backup` (manage.py backup) writes its copies of the database.
+BACKUP_DIR = env_path("QUORUM_BACKUP_DIR", VAR_DIR / "backups")
 # Uploaded prediction files wait here for their background import; several web and worker
 # machines need this folder shared (see README, "Running on several machines").
 UPLOAD_DIR = env_path("QUORUM_UPLOAD_DIR", VAR_DIR / "uploads")
