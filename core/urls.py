@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from core import security
 from core.auth import AdminLoginForm, LoginView
+from core.health import healthz
 
 
 class ApiDocsView(SpectacularSwaggerSplitView):
@@ -29,6 +30,7 @@ class ApiDocsView(SpectacularSwaggerSplitView):
 admin.site.login_form = AdminLoginForm
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -434,3 +435,32 @@ def test_no_token_password_or_secret_reaches_the_logs(
         (invitation.token, "the sign-up token"),
     ):
         assert secret not in logged, f"{name} is in the logs"
+
+
+# Health check
+
+
+def test_the_health_check_answers_without_login_and_names_each_service(
+    settings: Settings, db: None
+) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+
+    response = Client().get("/healthz")
+
+    assert response.status_code == 200, "exempt from the HTTPS redirect: the balancer calls it"
+    expected_redis = "ok" if settings.REDIS_URL else "not configured"
+    assert response.json() == {"status": "ok", "database": "ok", "redis": expected_redis}
+
+
+def test_the_health_check_answers_503_naming_an_unreachable_redis(
+    settings: Settings, db: None
+) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+
+    response = Client().get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "failing", "database": "ok", "redis": "unreachable"}
