@@ -238,7 +238,7 @@ if PUBLIC_URL and (
 # Where `make backup` (manage.py backup) writes its copies of the database.
 BACKUP_DIR = env_path("QUORUM_BACKUP_DIR", VAR_DIR / "backups")
 # Uploaded prediction files wait here for their background import; several web and worker
-# machines need this folder shared (see README, "Running on several machines").
+# machines need this folder shared (see OPERATIONS.md).
 UPLOAD_DIR = env_path("QUORUM_UPLOAD_DIR", VAR_DIR / "uploads")
 # Uploads up to this size import inside the request; larger ones become a background job.
 SYNC_IMPORT_MAX_BYTES = env_int("QUORUM_SYNC_IMPORT_MAX_BYTES", 2 * 1024 * 1024)
@@ -372,10 +372,16 @@ LOGIN_FAILURE_LIMIT = env_int("QUORUM_LOGIN_FAILURE_LIMIT", 5)
 LOGIN_FAILURE_WINDOW = env_int("QUORUM_LOGIN_FAILURE_WINDOW", 900)
 # The header a proxy sets to the client's address (e.g. X-Real-IP); unset: the peer address.
 CLIENT_IP_HEADER = env_str("QUORUM_CLIENT_IP_HEADER")
-if LOGIN_FAILURE_LIMIT < 1 or LOGIN_FAILURE_WINDOW < 1:
+if CLIENT_IP_HEADER and not re.fullmatch(r"[A-Za-z0-9-]+", CLIENT_IP_HEADER):
     raise ImproperlyConfigured(
-        "QUORUM_LOGIN_FAILURE_LIMIT and QUORUM_LOGIN_FAILURE_WINDOW must be at least 1"
+        f"QUORUM_CLIENT_IP_HEADER={CLIENT_IP_HEADER!r} is not a header name: use e.g. X-Real-IP"
     )
+for _name, _value in (
+    ("QUORUM_LOGIN_FAILURE_LIMIT", LOGIN_FAILURE_LIMIT),
+    ("QUORUM_LOGIN_FAILURE_WINDOW", LOGIN_FAILURE_WINDOW),
+):
+    if _value < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, got {_value}")
 
 LOGGING = {
     "version": 1,

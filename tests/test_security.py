@@ -151,6 +151,21 @@ def test_a_proxy_header_that_is_not_a_header_name_fails_naming_the_variable(var_
     assert "'X Proto'" in message
 
 
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"QUORUM_LOGIN_FAILURE_LIMIT": "0"}, "QUORUM_LOGIN_FAILURE_LIMIT"),
+        ({"QUORUM_LOGIN_FAILURE_WINDOW": "-5"}, "QUORUM_LOGIN_FAILURE_WINDOW"),
+        ({"QUORUM_CLIENT_IP_HEADER": "X_Real IP"}, "QUORUM_CLIENT_IP_HEADER"),
+        ({"SECURE_HSTS_SECONDS": "-1"}, "SECURE_HSTS_SECONDS"),
+    ],
+)
+def test_a_bad_security_setting_fails_naming_its_variable(
+    var_dir: str, variables: dict[str, str], named: str
+) -> None:
+    assert named in failure(QUORUM_VAR_DIR=var_dir, SECRET_KEY=KEY, **variables)
+
+
 def test_the_label_rate_comes_from_the_environment(var_dir: str) -> None:
     shown = value(
         "settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['labels'], "
