@@ -149,8 +149,9 @@ def _release(project: Project, engineer: Any, folder: Path) -> Release:
 
 
 def _crowd_batches(project: Project, engineer: Any) -> tuple[CrowdTask, CrowdTask]:
-    """An open Mechanical Turk batch with one HIT, and an open study link of Prolific."""
-    item = Item.objects.get(project=project, external_id="q3")
+    """An open Mechanical Turk batch with one HIT, and an open study link of Prolific, both on
+    the disputed item d0 (consensus, other labellers' labels, an escalation) and gold item g0."""
+    d0, g0 = (Item.objects.get(project=project, external_id=key) for key in ("d0", "g0"))
     common = {
         "project": project,
         "status": CrowdBatch.Status.OPEN,
@@ -161,10 +162,13 @@ def _crowd_batches(project: Project, engineer: Any) -> tuple[CrowdTask, CrowdTas
     }
     mturk = CrowdBatch.objects.create(platform="mturk", token=f"tok-mturk-{project.slug}",
                                       remote_id=f"HITTYPE-{project.slug}", **common)  # fmt: skip
-    hit = CrowdTask.objects.create(batch=mturk, item=item, remote_id=f"HIT-{project.slug}")
+    hit = CrowdTask.objects.create(batch=mturk, item=d0, remote_id=f"HIT-{project.slug}")
+    CrowdTask.objects.create(batch=mturk, item=g0, remote_id=f"HIT-gold-{project.slug}")
     study = CrowdBatch.objects.create(platform="prolific", token=f"study{project.slug}x",
                                       completion_code="C0DE", **common)  # fmt: skip
-    return hit, CrowdTask.objects.create(batch=study, item=item)
+    first = CrowdTask.objects.create(batch=study, item=d0)
+    CrowdTask.objects.create(batch=study, item=g0)
+    return hit, first
 
 
 def build_project(
