@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from labelling.crowd.models import CrowdBatch
 from labelling.models import Labeller, LabellerDecision, Problem
 from labelling.services.imports import predictions_import
+from tests.security.test_access_matrix import API, body_for, fill
 from tests.security.world import World
 
 NO_SUCH_ID = 987654
@@ -187,3 +188,18 @@ def test_a_sign_up_link_that_does_not_exist_names_no_project(world: World, db: N
 
     assert response.status_code == 404
     assert world.a.project.name not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("method", "template"), [(m, t) for m, t, *_ in API if "{slug}" in t], ids=lambda v: str(v)
+)
+def test_a_project_one_has_no_role_in_answers_as_one_that_does_not_exist(
+    world: World, api_as: Callable[[str], APIClient], method: str, template: str
+) -> None:
+    client = api_as("engineer_other")
+    body = body_for(method, template, world)
+    real = send(client, method, fill(template, world), body)
+    missing = send(client, method, fill(template, world).replace(world.a.slug, "no-such"), body)
+
+    assert real.status_code == missing.status_code == 404
+    assert real.json() == missing.json()
