@@ -19,7 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from core.permissions import Role
 from labelling.crowd.models import CrowdBatch, CrowdTask
-from labelling.models import Escalation, Item, Job, Labeller, Project, Release
+from labelling.models import Consensus, Escalation, Item, Job, Labeller, Project, Release
 from labelling.policy import parse_policy
 from labelling.services.consensus import consensus_compute
 from labelling.services.gold import gold_import
@@ -231,13 +231,13 @@ def build_project(
     hit, study = _crowd_batches(project, engineer)
     objects.hit, objects.study_task = hit.remote_id, study.pk
     objects.study, objects.batch = study.batch.token, study.batch_id
+    # a0's consensus (two agreeing labels) has a posterior no other figure shares.
+    agreed = Consensus.objects.get(item__project=project, item__external_id="a0")
     objects.secrets = [
-        str(SECRET_PROBABILITY),
-        *SECRET_LABELLERS,
-        SECRET_NOTE,
-        SECRET_PROBLEM,
-        release.sha256,
-    ]
+        str(SECRET_PROBABILITY), *SECRET_LABELLERS, SECRET_NOTE, SECRET_PROBLEM,
+        release.sha256, str(agreed.confidence), f"{agreed.confidence:.4f}",
+        *(str(p) for p in agreed.posterior),
+    ]  # fmt: skip
     return objects, users, tokens
 
 
