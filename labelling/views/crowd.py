@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.http import require_safe
 
 from core.exceptions import NotFound
 from core.permissions import LABELLERS
@@ -14,6 +15,7 @@ from labelling.rendering import IMAGE_URL, instructions_html, label_buttons
 
 
 @login_required
+@require_safe
 def label_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The labelling page; items come and answers go through the JSON API, from label.js."""
     try:

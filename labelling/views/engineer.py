@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_safe
 
 from core.exceptions import InvalidInput, NotFound, PermissionDenied
 from core.permissions import ENGINEERS
@@ -25,6 +25,7 @@ from labelling.thresholding import Goals, threshold_report
 
 
 @login_required
+@require_safe
 def home(request: HttpRequest) -> HttpResponse:
     """The projects this user works on."""
     return render(
@@ -43,6 +44,7 @@ def engineer_project(request: HttpRequest, slug: str) -> Project | HttpResponse:
 
 
 @login_required
+@require_safe
 def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     """The engineer's view of a project: what came in and what the model is unsure of."""
     project = engineer_project(request, slug)

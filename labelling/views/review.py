@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.http import require_safe
 
 from core.exceptions import NotFound, PermissionDenied
 from core.permissions import REVIEWERS
@@ -16,6 +17,7 @@ from labelling.review import open_by_reason
 
 
 @login_required
+@require_safe
 def review_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The review page for the project's experts and engineers; a crowd labeller gets 403."""
     try:

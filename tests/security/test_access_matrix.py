@@ -243,3 +243,29 @@ def test_every_admin_page_is_for_staff_only(
             response = client.get(page)
             assert response.status_code == 302, (role, page)
             assert response["Location"].startswith("/admin/login/"), (role, page)
+
+
+def unlisted_methods() -> Iterator[Any]:
+    """(route template, method) for every method a route has no row for."""
+    listed: dict[str, set[str]] = {}
+    for method, template, *_ in API + PAGES:
+        listed.setdefault(template.split("?")[0], set()).add(method)
+    for template, methods in listed.items():
+        if template.startswith(("/admin/", "/accounts/")):
+            continue  # Django's own views: the admin (staff only, above), log-in and log-out
+        for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - methods):
+            yield pytest.param(template, method, id=f"{method} {template}")
+
+
+@pytest.mark.parametrize(("template", "method"), list(unlisted_methods()))
+def test_a_method_a_route_has_no_row_for_is_not_allowed_even_for_its_engineer(
+    world: World, api_as: Callable[[str], APIClient], browser_as: Callable[[str], Client],
+    template: str, method: str,
+) -> None:  # fmt: skip
+    api = template.startswith("/api/")
+    client = api_as("engineer") if api else browser_as("engineer")
+    send = getattr(client, method.lower())
+
+    response = send(fill(template, world))
+
+    assert response.status_code == 405, response.content[:300]
