@@ -65,7 +65,6 @@ class Objects:
     study: str = ""
     batch: int = 0
     study_task: int = 0
-    gold_items: list[str] = field(default_factory=list)
     # Secret values as they could be printed (JSON numbers and text).
     secrets: list[str] = field(default_factory=list)
 
@@ -193,7 +192,7 @@ def build_project(
         ("d0", w7, "match"), ("d0", w8, "no_match"), ("d1", w7, "no_match"),
         ("d1", w8, "match"), ("a0", w7, "match"), ("a0", w8, "match"),
     ])  # fmt: skip
-    objects = Objects(project=project, slug=slug, gold_items=["g0", "g1"])
+    objects = Objects(project=project, slug=slug)
 
     # The crowd labeller answered one item and holds the next.
     crowd = Labeller.objects.get(project=project, user=users["crowd"])
