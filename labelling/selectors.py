@@ -15,7 +15,7 @@ from rest_framework.authtoken.models import Token
 
 from core import rows
 from core.exceptions import NotFound
-from core.permissions import Role, check_role
+from core.permissions import ENGINEERS, Role, check_role
 from labelling.models import (
     Item,
     Job,
@@ -119,7 +119,7 @@ def labeller_managed_by(*, user: User, labeller_id: int) -> Labeller:
     labeller = Labeller.objects.select_related("project", "user").filter(pk=labeller_id).first()
     if labeller is None:
         raise NotFound("labeller not found")
-    check_role(project_role(user, labeller.project), {Role.ENGINEER}, "labeller")
+    check_role(project_role(user, labeller.project), ENGINEERS, "labeller")
     return labeller
 
 

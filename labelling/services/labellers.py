@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 
 from core.exceptions import Conflict, InputError, InvalidInput
 from core.permissions import Role
-from labelling.models import Label, Labeller, LabellerDecision, Lease, Project
+from labelling.models import Label, Labeller, LabellerDecision, Project
 
 
 def check_username(username: str) -> None:
@@ -69,7 +69,7 @@ def labeller_reject(
 ) -> LabellerDecision:
     """Void the labeller's labels (all, or one batch), re-open the affected items, recompute."""
     from labelling.services.consensus import consensus_compute
-    from labelling.services.leasing import entries_reopen
+    from labelling.services.leasing import entries_reopen, leases_withdraw
 
     labels = Label.objects.filter(labeller=labeller, state=Label.State.VALID)
     if batch:
@@ -91,6 +91,7 @@ def labeller_reject(
     if not batch:
         labeller.status = Labeller.Status.REJECTED
         labeller.save(update_fields=["status", "updated_at"])
+        leases_withdraw(labeller=labeller)
     reopened = entries_reopen(project=labeller.project, item_ids=item_ids)
     consensus_compute(project=labeller.project)
     return _decide(
@@ -112,9 +113,9 @@ def labeller_approve(*, labeller: Labeller, user: Any, reason: str = "") -> Labe
 @transaction.atomic
 def labeller_block(*, labeller: Labeller, user: Any, reason: str = "") -> LabellerDecision:
     """Stop all future work of the labeller in the project (their past labels stay as they are)."""
+    from labelling.services.leasing import leases_withdraw
+
     labeller.status = Labeller.Status.BLOCKED
     labeller.save(update_fields=["status", "updated_at"])
-    Lease.objects.filter(labeller=labeller, state=Lease.State.OPEN).update(
-        expires_at=timezone.now()
-    )
+    leases_withdraw(labeller=labeller)
     return _decide(labeller, LabellerDecision.Kind.BLOCK, user, reason)

@@ -162,12 +162,23 @@ def _open_lease(project: Project, labeller: Labeller, item_id: int, *, is_gold: 
     )
 
 
-def lease_next(*, project: Project, labeller: Labeller) -> Lease | None:
-    """Lend the labeller their next item: a gold check at the gold rate, else the most urgent."""
-    if labeller.status != Labeller.Status.ACTIVE:
+# A paused labeller finishes the item in hand (an engineer decides about their work later, as for
+# outside workers) but takes no new one; a rejected or blocked labeller does no more work at all.
+TAKES_NEW_WORK = frozenset({Labeller.Status.ACTIVE})
+FINISHES_WORK = frozenset({Labeller.Status.ACTIVE, Labeller.Status.PAUSED})
+
+
+def _check_may_work(labeller: Labeller, allowed: frozenset[Labeller.Status]) -> None:
+    """Refuse a labeller whose status is not one of `allowed`, saying which it is."""
+    if labeller.status not in allowed:
         raise Conflict(
             f"your work on this project is {labeller.status}; ask the project's engineer"
         )
+
+
+def lease_next(*, project: Project, labeller: Labeller) -> Lease | None:
+    """Lend the labeller their next item: a gold check at the gold rate, else the most urgent."""
+    _check_may_work(labeller, TAKES_NEW_WORK)
     # On PostgreSQL each step is one statement and no step needs the others' snapshot (the
     # entry is taken under its row lock), so no transaction wraps them: that saves the BEGIN and
     # COMMIT round trips on every lease. On SQLite, the write lock taken at BEGIN serialises
@@ -201,7 +212,8 @@ def _lease_next(project: Project, labeller: Labeller) -> Lease | None:
 
 
 def _lease_for(lease_id: int, user: Any) -> Lease:
-    """The user's lease, locked, with its project and labeller; someone else's is not found."""
+    """The user's lease, locked, with its project and labeller; someone else's is not found, and
+    a rejected or blocked labeller's lease takes no more work (an answer, undo, skip, heartbeat)."""
     # Only the lease row is locked: locking the joined project and labeller would queue every
     # answer of the project behind each other. SQLite's write lock at BEGIN serialises instead.
     lock = " FOR UPDATE OF l" if _postgres() else ""
@@ -215,6 +227,7 @@ def _lease_for(lease_id: int, user: Any) -> Lease:
     lease = rows.instance(Lease, row[:lease_end])
     lease.project = rows.instance(Project, row[lease_end:project_end])
     lease.labeller = rows.instance(Labeller, row[project_end:])
+    _check_may_work(lease.labeller, FINISHES_WORK)
     return lease
 
 
@@ -423,6 +436,12 @@ def leases_expire(*, project: Project | None = None, now: Any = None) -> int:
     if not due.exists():
         return 0
     return _expire(due, now)
+
+
+def leases_withdraw(*, labeller: Labeller) -> int:
+    """Close every open lease of a labeller who may no longer work, giving their items back."""
+    held = Lease.objects.filter(labeller=labeller, state=Lease.State.OPEN)
+    return _expire(held, timezone.now()) if held.exists() else 0
 
 
 @transaction.atomic

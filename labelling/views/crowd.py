@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.http import require_safe
 
-from core.exceptions import NotFound
 from core.permissions import LABELLERS
-from labelling import selectors
 from labelling.rendering import IMAGE_URL, instructions_html, label_buttons
+from labelling.views.access import project_page
 
 
 @login_required
+@require_safe
 def label_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The labelling page; items come and answers go through the JSON API, from label.js."""
-    try:
-        project = selectors.project_for_user(user=request.user, slug=slug, roles=LABELLERS)
-    except NotFound:
-        raise Http404("project not found") from None
+    project = project_page(request, slug, LABELLERS)
+    if isinstance(project, HttpResponse):
+        return project
     lease_url = reverse("api-lease-skip", kwargs={"lease_id": 0}).removesuffix("0/skip")
     config = {
         "next_url": reverse("api-task-next", kwargs={"slug": project.slug}),

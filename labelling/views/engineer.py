@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_safe
 
-from core.exceptions import InvalidInput, NotFound, PermissionDenied
+from core.exceptions import InvalidInput
 from core.permissions import ENGINEERS
 from labelling import selectors
 from labelling.crowd.selectors import crowd_summary
@@ -22,9 +22,11 @@ from labelling.services.jobs import job_live_progress, job_release_start
 from labelling.services.releases import ReleaseRequest, release_request_validate
 from labelling.services.thresholds import project_threshold_set
 from labelling.thresholding import Goals, threshold_report
+from labelling.views.access import project_page
 
 
 @login_required
+@require_safe
 def home(request: HttpRequest) -> HttpResponse:
     """The projects this user works on."""
     return render(
@@ -34,15 +36,11 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def engineer_project(request: HttpRequest, slug: str) -> Project | HttpResponse:
     """The project if the user is one of its engineers; a 404 or a 403 page otherwise."""
-    try:
-        return selectors.project_for_user(user=request.user, slug=slug, roles=ENGINEERS)
-    except NotFound:
-        raise Http404("project not found") from None
-    except PermissionDenied as exc:
-        return render(request, "403.html", {"message": exc.message}, status=403)
+    return project_page(request, slug, ENGINEERS)
 
 
 @login_required
+@require_safe
 def project_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     """The engineer's view of a project: what came in and what the model is unsure of."""
     project = engineer_project(request, slug)

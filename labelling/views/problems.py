@@ -7,11 +7,11 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from core.exceptions import NotFound, PermissionDenied, QuorumError
+from core.exceptions import NotFound, QuorumError
 from core.permissions import REVIEWERS, Role
 from labelling import selectors
 from labelling.forms import ModelVersionForm, ProblemForm
@@ -20,16 +20,14 @@ from labelling.problems import prediction_monitoring, problem_patterns, problems
 from labelling.rendering import band_points, error_lines, series_points
 from labelling.services.evaluation import model_version_update
 from labelling.services.problems import ProblemChange, problem_create, problem_update
+from labelling.views.access import project_page
 
 
 def _reviewer_project(request: HttpRequest, slug: str) -> tuple[Project, Role] | HttpResponse:
     """The project and the user's role if they are an engineer or expert; 404 or 403 otherwise."""
-    try:
-        project = selectors.project_for_user(user=request.user, slug=slug, roles=REVIEWERS)
-    except NotFound:
-        raise Http404("project not found") from None
-    except PermissionDenied as exc:
-        return render(request, "403.html", {"message": exc.message}, status=403)
+    project = project_page(request, slug, REVIEWERS)
+    if isinstance(project, HttpResponse):
+        return project
     role = selectors.project_role(request.user, project)
     assert role is not None
     return project, role

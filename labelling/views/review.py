@@ -4,26 +4,24 @@ review.js; the page itself holds the project's labels, keys, instructions and qu
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.http import require_safe
 
-from core.exceptions import NotFound, PermissionDenied
 from core.permissions import REVIEWERS
-from labelling import selectors
 from labelling.rendering import IMAGE_URL, REVIEW_KEYS, instructions_html, label_buttons
 from labelling.review import open_by_reason
+from labelling.views.access import project_page
 
 
 @login_required
+@require_safe
 def review_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The review page for the project's experts and engineers; a crowd labeller gets 403."""
-    try:
-        project = selectors.project_for_user(user=request.user, slug=slug, roles=REVIEWERS)
-    except NotFound:
-        raise Http404("project not found") from None
-    except PermissionDenied as exc:
-        return render(request, "403.html", {"message": exc.message}, status=403)
+    project = project_page(request, slug, REVIEWERS)
+    if isinstance(project, HttpResponse):
+        return project
     resolve_url = reverse("api-escalation-resolve", kwargs={"escalation_id": 0})
     config = {
         "next_url": reverse("api-escalation-next", kwargs={"slug": project.slug}),

@@ -7,7 +7,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_safe
 
 from core.exceptions import QuorumError
 from labelling import selectors
@@ -77,6 +77,7 @@ def _decide(request: HttpRequest, slug: str, project_id: int) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def labeller_detail(request: HttpRequest, slug: str, labeller_id: int) -> HttpResponse:
     """One labeller: figures, confusion matrix against the consensus, batches to reject."""
     project = engineer_project(request, slug)
