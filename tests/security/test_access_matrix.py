@@ -72,6 +72,8 @@ API = [
     # Public on purpose: the API's shape, no project's data (see the module docstring).
     ("GET",   "/api/schema/",                                     200, 200,  200,  200,   200, 200),
     ("GET",   "/api/docs/",                                       200, 200,  200,  200,   200, 200),
+    # Public on purpose: for load balancers; it says only whether the services answer.
+    ("GET",   "/healthz",                                         200, 200,  200,  200,   200, 200),
 ]
 
 PAGES = [
