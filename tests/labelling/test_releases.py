@@ -288,40 +288,6 @@ def test_filters_by_split_and_source(world: World) -> None:
     assert by_both.filters == {"since_last": False, "split": "train", "source": "web"}
 
 
-def test_since_last_takes_items_with_new_labels_decisions_or_gold(world: World) -> None:
-    old = world.item("a-old")
-    relabelled = world.item("b-relabelled")
-    resolved = world.item("c-resolved", state="resolved")
-    goldened = world.item("d-gold")
-    release_create(project=world.project)
-    world.item("e-new")
-    # A label imported later with an old timestamp still counts as new.
-    world.label(relabelled, "w9", "match", T0 - timedelta(days=30))
-    Escalation.objects.create(
-        project=world.project,
-        item=resolved,
-        reason="audit",
-        resolved_at=datetime.now(UTC) + timedelta(seconds=1),
-        resolution="label",
-        label="match",
-    )
-    Item.objects.filter(pk=resolved.pk).update(expert_label="match")
-    Item.objects.filter(pk=goldened.pk).update(
-        gold_label="match", gold_set_at=datetime.now(UTC) + timedelta(seconds=1)
-    )
-
-    since = release_create(
-        project=world.project, request=ReleaseRequest(filters=Filters(since_last=True))
-    )
-    assert [r["external_id"] for r in lines_of(since)] == [
-        "b-relabelled",
-        "c-resolved",
-        "d-gold",
-        "e-new",
-    ]
-    assert old.external_id not in data_of(since).decode()
-
-
 def test_nothing_to_release_is_an_error_that_writes_nothing(world: World, exports: Path) -> None:
     world.item("a1", state="collecting")
     with pytest.raises(InvalidInput, match="nothing to release"):
