@@ -29,6 +29,7 @@ from labelling.models import (
     Job,
     Labeller,
     Project,
+    QueueEntry,
     Release,
 )
 from labelling.releases import pgcopy
@@ -151,6 +152,22 @@ def test_expert_and_gold_rows_say_where_their_label_comes_from(world: World) -> 
         0,
     )
     assert unlabelled["labellers"] == [] and unlabelled["label"] == "match"
+
+
+def test_labels_and_rules_that_need_escaping_are_written_as_json_strings(
+    make_project: Callable[..., Project],
+) -> None:
+    world = World(make_project(slug="quotes", labels=['say "yes"', "no\\way", "plain"]))
+    world.item("a1", label='say "yes"')
+    world.item("a2", label="no\\way")
+    world.item("a3", label="plain")
+    QueueEntry.objects.filter(item__external_id="a3").update(rule='odd "rule"')
+
+    rows = lines_of(release_create(project=world.project))
+
+    assert [(r["label"], r["queued_reason"]) for r in rows] == [
+        ('say "yes"', "near_threshold"), ("no\\way", "near_threshold"), ("plain", 'odd "rule"'),
+    ]  # fmt: skip
 
 
 def test_pseudonyms_are_stable_per_project_and_differ_between_projects(
