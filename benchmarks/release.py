@@ -45,12 +45,12 @@ def load(dsn: str, slug: str, items: int) -> None:
         steps = {
             "items": f"""
                 INSERT INTO labelling_item (project_id, external_id, payload, content_hash, source,
-                    split, created_at, state, gold_label)
+                    split, created_at, state, gold_label, decided_at)
                 SELECT {pid}, 'r' || lpad(g::text, 8, '0'),
                     jsonb_build_object('text', 'customer message number ' || g, 'price', g % 200),
                     md5(g::text) || md5((-g)::text), 'bench',
                     CASE WHEN g % 5 = 0 THEN 'test' ELSE 'train' END,
-                    now() - make_interval(secs => g), 'approved', ''
+                    now() - make_interval(secs => g), 'approved', '', now()
                 FROM generate_series(1, {items}) g""",
             "predictions": f"""
                 INSERT INTO labelling_prediction (item_id, model_version, probabilities,

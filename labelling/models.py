@@ -95,6 +95,10 @@ class Item(models.Model):
     # The expert's final answer for a resolved item (its label source is then `expert`); the
     # decision itself (who, when, note) is the item's resolved Escalation.
     expert_label = models.CharField(max_length=100, blank=True, default="", db_default="")
+    # When the item's decision last changed: it became approved or resolved, or the label a
+    # release gives it changed while it was. Written only through decision_time (see
+    # labelling/services/decisions.py); a "since the last release" release reads it.
+    decided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -550,7 +554,9 @@ class Release(models.Model):
     data_file = models.CharField(max_length=100)
     size_bytes = models.BigIntegerField()
     code_version = models.CharField(max_length=100, blank=True, default="")
-    # What "since the last release" starts from next time: the last label id and time seen.
+    # What "since the last release" starts from next time: {"at": the time this release's
+    # snapshot began}; items decided at or after it are the next one's (releases before
+    # Item.decided_at also hold the newest label id then, no longer read).
     watermark = models.JSONField(default=dict)
     manifest = models.JSONField(default=dict)
     job = models.ForeignKey(

@@ -9,13 +9,15 @@ keys come in jsonb's order (shorter keys first) rather than alphabetically.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+import re
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
 import orjson
 from django.db import connection
 
 from labelling.models import Project
+from labelling.policy import FIELDS as RULE_FIELDS
 from labelling.releases.rows import (
     FIELDS,
     LABEL,
@@ -33,6 +35,11 @@ from labelling.releases.rows import (
 MAX_SPAN_PER_LABELLER = 8
 MIN_SPAN = 100_000
 SIGN_BIT = -(2**63)
+LABEL_SOURCES = ("consensus", "expert", "gold")
+RULES = tuple(RULE_FIELDS)
+HEX_NAME = "lpad(to_hex(ps), 16, '0')"
+# Values written into the SQL as they are: no quote, backslash, percent or control character.
+PLAIN = re.compile(r"[A-Za-z0-9_.:/ -]{1,100}")
 # COPY's csv format with a delimiter and a quote that JSON text never holds raw (control
 # characters are always escaped in JSON): each line comes out byte for byte as built.
 VERBATIM = "FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02'"
@@ -46,6 +53,20 @@ def _json_text(expr: str) -> str:
     return f"COALESCE(to_json({expr})::text, 'null')"
 
 
+def _json_string(expr: str, known: Iterable[str]) -> str:
+    """A text as a JSON string, with the values expected of it written in as constants.
+
+    to_json looks up how to write its argument's type on every call (about 0.5 µs, most of
+    building a line). The simple CASE reads `expr` once; only plain values (nothing to escape in
+    JSON or in SQL) are written in, anything else still goes through to_json.
+    """
+    plain = sorted({value for value in known if PLAIN.fullmatch(value)})
+    whens = " ".join(f"WHEN '{value}' THEN '\"{value}\"'" for value in plain)
+    if not whens:
+        return f"to_json({expr})::text"
+    return f"CASE {expr} {whens} ELSE to_json({expr})::text END"
+
+
 def _probabilities(labels: list[str]) -> tuple[str, list[Any]]:
     """A JSON object {label: p} from the stored list, keys in the project's label order."""
     parts, params = [], []
@@ -55,6 +76,13 @@ def _probabilities(labels: list[str]) -> tuple[str, list[Any]]:
         params.append(key)
     body = " || ".join(parts) + " || '}'"
     return f"CASE WHEN p.probabilities IS NULL THEN NULL ELSE {body} END", params
+
+
+def _json_list(name: str) -> str:
+    """The start of a JSON list of pseudonyms (hex digits: nothing to escape) as json_agg's text
+    writes it, ending in the aggregate's open ORDER BY; string_agg skips json_agg's per-value
+    type dispatch. Close it with ") [FILTER (…)] || ']'"."""
+    return f"'[' || string_agg('\"' || {name} || '\"', ', '"
 
 
 def _labellers(project: Project, labeller_ids: list[int]) -> tuple[str, list[Any]]:
@@ -76,8 +104,8 @@ def _labellers(project: Project, labeller_ids: list[int]) -> tuple[str, list[Any
             bytes.fromhex(names(str(labeller_id))), "big", signed=True
         )
     sql = (
-        "SELECT item_id, json_agg(lpad(to_hex(ps), 16, '0') ORDER BY ps # %s) "
-        "FILTER (WHERE ps <> 0)::text AS labellers, "
+        f"SELECT item_id, {_json_list(HEX_NAME)} ORDER BY ps # %s) "
+        "FILTER (WHERE ps <> 0) || ']' AS labellers, "
         "MAX(created_at) FILTER (WHERE ps <> 0) AS last_label_at FROM ("
         "SELECT lb.item_id, lb.created_at, (%s::bigint[])[lb.labeller_id - %s] AS ps "
         f"FROM {LABEL} lb WHERE lb.project_id = %s AND lb.state = 'valid') lb GROUP BY item_id"
@@ -89,7 +117,8 @@ def _joined_labellers(project: Project, labeller_ids: list[int]) -> tuple[str, l
     """The same lists by joining the labels with (labeller id, pseudonym) pairs."""
     names = Pseudonyms(project)
     sql = (
-        'SELECT lb.item_id, json_agg(ps.name ORDER BY ps.name COLLATE "C")::text AS labellers, '
+        f'SELECT lb.item_id, {_json_list("ps.name")} ORDER BY ps.name COLLATE "C") '
+        "|| ']' AS labellers, "
         f"MAX(lb.created_at) AS last_label_at FROM {LABEL} lb "
         "JOIN unnest(%s::bigint[], %s::text[]) AS ps(id, name) ON ps.id = lb.labeller_id "
         "WHERE lb.project_id = %s AND lb.state = 'valid' GROUP BY lb.item_id"
@@ -117,15 +146,15 @@ def _columns(
     columns = {
         "external_id": "to_json(i.external_id)::text",
         "payload": payload,
-        "label": f"to_json({final_label_sql()})::text",
-        "label_source": f"to_json({label_source_sql()})::text",
+        "label": _json_string(final_label_sql(), project.labels),
+        "label_source": _json_string(label_source_sql(), LABEL_SOURCES),
         "confidence": "c.confidence::text",
         "n_labels": "COALESCE(c.n_labels, 0)::text",
         "agreement": "c.agreement::text",
         "labellers": "COALESCE(l.labellers, '[]')",
         "model_version": "to_json(p.model_version)::text",
         "probabilities": probabilities,
-        "queued_reason": "to_json(q.rule)::text",
+        "queued_reason": _json_string("q.rule", RULES),
         "source": "to_json(i.source)::text",
         "split": "to_json(i.split)::text",
         "item_created_at": f"'\"' || {_ts('i.created_at')} || '\"'",

@@ -27,11 +27,11 @@ from labelling.models import (
     Project,
     QueueEntry,
 )
+from labelling.services.decisions import DECIDED_STATES
 
 ITEM, CONSENSUS, QUEUE = Item._meta.db_table, Consensus._meta.db_table, QueueEntry._meta.db_table
 LABEL, PREDICTION = Label._meta.db_table, Prediction._meta.db_table
 ESCALATION = Escalation._meta.db_table
-DECIDED_STATES = (Item.State.APPROVED.value, Item.State.RESOLVED.value)
 # The data row's fields, in the order every format writes them (see CONTRACT.md).
 FIELDS = (
     "external_id",
@@ -96,22 +96,18 @@ def selection(project: Project, filters: Filters, watermark: dict[str, Any] | No
             where.append(f"i.{column} = %s")
             params.append(value)
     if filters.since_last and watermark:
-        # New labels (by id, so that imported labels with old timestamps still count), new
-        # expert decisions, or new gold answers since the last release.
-        where.append(
-            f"(i.id IN (SELECT item_id FROM {LABEL} WHERE project_id = %s AND id > %s) "
-            f"OR i.id IN (SELECT item_id FROM {ESCALATION} WHERE project_id = %s "
-            "AND resolved_at > %s) OR i.gold_set_at > %s)"
-        )
-        at = datetime.fromisoformat(watermark["at"])
-        params += [project.pk, watermark["label_id"], project.pk, at, at]
+        # Items whose decision changed at or after the last release's snapshot began: newly
+        # approved or resolved, or given another label (services/decisions.py says why no
+        # decision can slip between two releases). An item of the last release whose decision
+        # has not changed since was decided before it, so it is not taken twice.
+        where.append("i.decided_at >= %s")
+        params.append(datetime.fromisoformat(watermark["at"]))
     return Selection(" AND ".join(where), params)
 
 
-def watermark_now(project: Project) -> dict[str, Any]:
-    """Where "since the last release" will start from: the newest label id and the time now."""
-    last = Label.objects.filter(project=project).order_by("-id").values_list("id", flat=True)
-    return {"label_id": last.first() or 0, "at": datetime.now(UTC).isoformat()}
+def watermark_at(at: datetime) -> dict[str, Any]:
+    """Where the next "since the last release" starts from: this release's snapshot time."""
+    return {"at": at.astimezone(UTC).isoformat()}
 
 
 def count(chosen: Selection) -> int:

@@ -40,6 +40,7 @@ from labelling.numerics.agreement import agreement_summary, item_agreement
 from labelling.numerics.priority import audit_draw, escalation_priority
 from labelling.numerics.reliability import LabellerReliability, labeller_reliability
 from labelling.services.debounce import recompute_soon, recompute_started
+from labelling.services.decisions import decision_time
 from labelling.services.evaluation import evaluation_schedule_after_commit
 
 logger = logging.getLogger("quorum.consensus")
@@ -406,7 +407,7 @@ def _outcome_rows(
         outcome.confidence.tolist(),
         (template % tuple(row) for row in outcome.posterior.tolist()), agreement,
         outcome.n_labels.tolist(), outcome.reason.tolist(),
-        _priorities(project, arrays, outcome).tolist(),
+        _priorities(project, arrays, outcome).tolist(), outcome.state.tolist(),
         strict=True,
     )  # fmt: skip
 
@@ -451,6 +452,21 @@ def _write_consensus(cursor: CursorWrapper, now: Any) -> None:
     )
 
 
+def _mark_relabelled(cursor: CursorWrapper, decided: Any) -> None:
+    """Approved items that stay approved but whose release label, the consensus (no expert or
+    gold answer comes first), changes: their decision changed now. Before the consensus is
+    written, so that the old label is still there to compare with."""
+    approved = Item.State.APPROVED.value
+    cursor.execute(
+        f"UPDATE {ITEM} SET decided_at = %s FROM {ITEMS_OUT} t "
+        f"LEFT JOIN {CONSENSUS} c ON c.item_id = t.item_id "
+        f"WHERE {ITEM}.id = t.item_id AND t.state = %s AND {ITEM}.state = %s "
+        f"AND {ITEM}.expert_label = '' AND {ITEM}.gold_label = '' "
+        "AND COALESCE(c.label, '') <> t.label",
+        [decided, approved, approved],
+    )
+
+
 def _id_sets(ids: list[int]) -> Iterator[tuple[str, list[Any]]]:
     """SQL conditions on an id column, with their parameters, that together pick these ids.
 
@@ -467,9 +483,10 @@ def _id_sets(ids: list[int]) -> Iterator[tuple[str, list[Any]]]:
 
 def _write_states(
     cursor: CursorWrapper, project: Project, arrays: LabelArrays, facts: ItemFacts,
-    outcome: ItemOutcome,
+    outcome: ItemOutcome, decided_at: Any,
 ) -> None:  # fmt: skip
-    """Write item states, and stop or restart collecting labels for queued items to match."""
+    """Write item states, and stop or restart collecting labels for queued items to match; an
+    item becoming approved is decided at `decided_at`."""
     # Queue entries before items, the order in which leasing and answering write them, so that
     # a recomputation and a labeller's answer never wait on each other in a circle.
     queued = facts.collecting >= 0
@@ -481,11 +498,13 @@ def _write_states(
     changed = facts.state != outcome.state
     for state in np.unique(outcome.state[changed]).tolist():
         pks = arrays.item_ids[changed & (outcome.state == state)].tolist()
+        approving = state == Item.State.APPROVED.value
+        stamp = ", decided_at = %s" if approving else ""
         for condition, params in _id_sets(pks):
             cursor.execute(
-                f"UPDATE {ITEM} SET state = %s WHERE state NOT IN ({decided}) "
+                f"UPDATE {ITEM} SET state = %s{stamp} WHERE state NOT IN ({decided}) "
                 f"AND state <> %s AND id {condition}",
-                [state, state, *params],
+                [state, *([decided_at] if approving else []), state, *params],
             )
 
 
@@ -527,15 +546,17 @@ def _store_items(
 ) -> ItemFigures:
     """Store consensus, states, queue flags and escalations; return the report's item part."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
+    decided = connection.ops.adapt_datetimefield_value(decision_time(project_id=project.pk))
     columns = [
         "item_id bigint", "label varchar(100)", "confidence double precision",
         f"posterior {_json_type()}", "agreement double precision", "n_labels integer",
-        "reason varchar(30)", "priority double precision",
+        "reason varchar(30)", "priority double precision", "state varchar(20)",
     ]  # fmt: skip
     with connection.cursor() as cursor:
         _temp_table(cursor, ITEMS_OUT, columns, _outcome_rows(project, arrays, outcome))
+        _mark_relabelled(cursor, decided)
         _write_consensus(cursor, now)
-        _write_states(cursor, project, arrays, facts, outcome)
+        _write_states(cursor, project, arrays, facts, outcome, decided)
         if np.any(outcome.reason != ""):
             _open_escalations(cursor, project, now)
         cursor.execute(f"DROP TABLE {ITEMS_OUT}")

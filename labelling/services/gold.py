@@ -12,6 +12,7 @@ from core.exceptions import InputError, InvalidInput
 from labelling.importing.gold import iter_gold_rows
 from labelling.importing.rows import ErrorLog
 from labelling.models import Item, Project
+from labelling.services.decisions import DECIDED_STATES, decision_time
 from labelling.services.evaluation import evaluation_schedule_after_commit
 
 FAILED = "the gold file has errors; nothing was imported"
@@ -70,9 +71,13 @@ def gold_import(*, project: Project, stream: IO[bytes], fmt: str) -> GoldResult:
     now = timezone.now()
     updates = [item for item in items.values() if item.gold_label != answers[item.external_id]]
     changed = sum(1 for item in updates if item.gold_label)
+    decided = decision_time(project_id=project.pk) if updates else None
     for item in updates:
         item.gold_label, item.gold_set_at = answers[item.external_id], now
-    Item.objects.bulk_update(updates, ["gold_label", "gold_set_at"], batch_size=2000)
+        # A decided item's release label is the gold answer now (unless an expert's comes first).
+        if item.state in DECIDED_STATES and not item.expert_label:
+            item.decided_at = decided
+    Item.objects.bulk_update(updates, ["gold_label", "gold_set_at", "decided_at"], batch_size=2000)
     if updates:
         evaluation_schedule_after_commit(project.pk)
     return GoldResult(

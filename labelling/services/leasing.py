@@ -26,6 +26,7 @@ from core import rows
 from core.exceptions import Conflict, InputError, InvalidInput, NotFound
 from labelling.models import Item, Label, Labeller, Lease, Project, QueueEntry
 from labelling.services.consensus import consensus_schedule
+from labelling.services.decisions import decision_time
 
 ITEM, ENTRY, LEASE, LABEL = (m._meta.db_table for m in (Item, QueueEntry, Lease, Label))
 
@@ -281,9 +282,12 @@ def _after_label(project: Project, item_id: int, counted: tuple[int, int, int] |
     # Until consensus is computed from labeller reliability, agreement stands in for it.
     settled = agreement >= project.target_confidence
     QueueEntry.objects.filter(pk=entry_id).update(collecting=False)
-    Item.objects.filter(pk=item_id).update(
-        state=Item.State.APPROVED if settled else Item.State.ESCALATED
-    )
+    if settled:
+        Item.objects.filter(pk=item_id).update(
+            state=Item.State.APPROVED, decided_at=decision_time(project_id=project.pk)
+        )
+    else:
+        Item.objects.filter(pk=item_id).update(state=Item.State.ESCALATED)
 
 
 # The lease's place in the item's overlap becomes a label: one statement, one row lock.

@@ -26,6 +26,7 @@ from labelling.releases import checks, rows
 from labelling.releases.formats import EXTENSIONS, FORMATS, HashingWriter, line_writer
 from labelling.releases.pgcopy import copy_chunks
 from labelling.releases.storage import ReleaseStorage, default_storage_url, discard, storage_for
+from labelling.services.decisions import decisions_paused, snapshot_time, sqlite_write_lock
 
 Progress = Callable[[int, int], None]
 PROGRESS_EVERY = 20_000
@@ -216,9 +217,17 @@ def _manifest(
 
 
 def _lock_numbering(project: Project) -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_NAMESPACE, project.pk])
+    """One release of a project numbered and published at a time, to the end of the transaction.
+
+    SQLite: its write lock, taken before the newest version is read. A transaction that read
+    first and wrote later could not wait for another writer: it would fail, or (without the
+    lock) publish its folder over the other release's under the same version.
+    """
+    if connection.vendor != "postgresql":
+        sqlite_write_lock(project.pk)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_NAMESPACE, project.pk])
 
 
 @dataclass
@@ -305,12 +314,13 @@ def _check_overrides(
 
 
 @contextlib.contextmanager
-def _snapshot() -> Iterator[None]:
+def _snapshot(project: Project) -> Iterator[datetime]:
     """One consistent view of the data for the checks, the counts and the rows: a REPEATABLE READ
-    transaction on PostgreSQL (inside an outer transaction, that transaction's view)."""
+    transaction on PostgreSQL (inside an outer transaction, that transaction's view). Yields the
+    time it starts, which no decision it cannot see is older than (see services/decisions.py)."""
     postgresql = connection.vendor == "postgresql"
     repeatable = postgresql and not connection.in_atomic_block
-    with transaction.atomic():
+    with decisions_paused(project) as resume, transaction.atomic():
         with connection.cursor() as cursor:
             if repeatable:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -319,7 +329,9 @@ def _snapshot() -> Iterator[None]:
                 # they spill to disk in batches. Only for this transaction.
                 cursor.execute(f"SET LOCAL work_mem = '{RELEASE_WORK_MEM}'")
                 cursor.execute("SET LOCAL jit = off")
-        yield
+        at = snapshot_time(project)
+        resume()
+        yield at
 
 
 def _build(
@@ -330,9 +342,9 @@ def _build(
     progress: Progress | None,
 ) -> Built:
     """Select, check and write the release to a staging folder; raise if a check blocks it."""
-    with _snapshot():
+    with _snapshot(project) as at:
         last = project.releases.order_by("-version").first()
-        watermark = rows.watermark_now(project)
+        watermark = rows.watermark_at(at)
         chosen = rows.selection(project, request.filters, last.watermark if last else None)
         results = [checks.duplicate_content(chosen), checks.train_test_leakage(chosen)]
         # Fail before writing a byte when the cheap checks already block the release.

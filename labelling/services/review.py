@@ -22,6 +22,7 @@ from django.utils import timezone
 from core.exceptions import Conflict, InputError, InvalidInput, NotFound
 from labelling.models import Consensus, Escalation, Item, Label, Labeller, Project, QueueEntry
 from labelling.services.consensus import consensus_schedule
+from labelling.services.decisions import decision_time
 
 ESCALATION, ITEM = Escalation._meta.db_table, Item._meta.db_table
 Resolution = Escalation.Resolution
@@ -187,11 +188,12 @@ def _apply(escalation: Escalation, entry: QueueEntry | None, decision: Decision,
         item.state, item.expert_label = Item.State.REMOVED, ""
     else:
         item.state, item.expert_label = Item.State.RESOLVED, decision.label
+        item.decided_at = decision_time(project_id=project.pk)
         if decision.action == Resolution.GOLD:
             item.gold_label, item.gold_set_at = decision.label, now
     if entry is not None and decision.action != Resolution.SEND_BACK:
         QueueEntry.objects.filter(pk=entry.pk).update(collecting=False)
-    item.save(update_fields=["state", "expert_label", "gold_label", "gold_set_at"])
+    item.save(update_fields=["state", "expert_label", "gold_label", "gold_set_at", "decided_at"])
 
 
 def _crowd_answer(item_id: int) -> str:

@@ -69,6 +69,8 @@ class World:
             state=state,
             gold_label=gold,
             gold_set_at=T0 if gold else None,
+            # As the services record a decision: the time it was made.
+            decided_at=datetime.now(UTC) if state in ("approved", "resolved") else None,
         )
         Prediction.objects.create(
             item=item,

@@ -29,6 +29,7 @@ from labelling.models import (
     Job,
     Labeller,
     Project,
+    QueueEntry,
     Release,
 )
 from labelling.releases import pgcopy
@@ -151,6 +152,22 @@ def test_expert_and_gold_rows_say_where_their_label_comes_from(world: World) -> 
         0,
     )
     assert unlabelled["labellers"] == [] and unlabelled["label"] == "match"
+
+
+def test_labels_and_rules_that_need_escaping_are_written_as_json_strings(
+    make_project: Callable[..., Project],
+) -> None:
+    world = World(make_project(slug="quotes", labels=['say "yes"', "no\\way", "plain"]))
+    world.item("a1", label='say "yes"')
+    world.item("a2", label="no\\way")
+    world.item("a3", label="plain")
+    QueueEntry.objects.filter(item__external_id="a3").update(rule='odd "rule"')
+
+    rows = lines_of(release_create(project=world.project))
+
+    assert [(r["label"], r["queued_reason"]) for r in rows] == [
+        ('say "yes"', "near_threshold"), ("no\\way", "near_threshold"), ("plain", 'odd "rule"'),
+    ]  # fmt: skip
 
 
 def test_pseudonyms_are_stable_per_project_and_differ_between_projects(
@@ -286,40 +303,6 @@ def test_filters_by_split_and_source(world: World) -> None:
     assert [r["external_id"] for r in lines_of(by_split)] == ["t1", "t3"]
     assert [r["external_id"] for r in lines_of(by_both)] == ["t1"]
     assert by_both.filters == {"since_last": False, "split": "train", "source": "web"}
-
-
-def test_since_last_takes_items_with_new_labels_decisions_or_gold(world: World) -> None:
-    old = world.item("a-old")
-    relabelled = world.item("b-relabelled")
-    resolved = world.item("c-resolved", state="resolved")
-    goldened = world.item("d-gold")
-    release_create(project=world.project)
-    world.item("e-new")
-    # A label imported later with an old timestamp still counts as new.
-    world.label(relabelled, "w9", "match", T0 - timedelta(days=30))
-    Escalation.objects.create(
-        project=world.project,
-        item=resolved,
-        reason="audit",
-        resolved_at=datetime.now(UTC) + timedelta(seconds=1),
-        resolution="label",
-        label="match",
-    )
-    Item.objects.filter(pk=resolved.pk).update(expert_label="match")
-    Item.objects.filter(pk=goldened.pk).update(
-        gold_label="match", gold_set_at=datetime.now(UTC) + timedelta(seconds=1)
-    )
-
-    since = release_create(
-        project=world.project, request=ReleaseRequest(filters=Filters(since_last=True))
-    )
-    assert [r["external_id"] for r in lines_of(since)] == [
-        "b-relabelled",
-        "c-resolved",
-        "d-gold",
-        "e-new",
-    ]
-    assert old.external_id not in data_of(since).decode()
 
 
 def test_nothing_to_release_is_an_error_that_writes_nothing(world: World, exports: Path) -> None:

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("labelling", "0010_problems"),
+        ("labelling", "0011_item_decided_at"),
     ]
 
     operations = [
