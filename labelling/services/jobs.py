@@ -28,7 +28,11 @@ def _progress_key(job_id: int) -> str:
 def job_live_progress(job: Job) -> float:
     """The job's progress: live from the cache while it runs, else as stored."""
     if job.status == Job.Status.RUNNING:
-        return float(cache.get(_progress_key(job.pk), job.progress))
+        try:
+            return float(cache.get(_progress_key(job.pk), job.progress))
+        except Exception:
+            # Redis is down: the stored figure is older, but the job's page still answers.
+            logger.warning("live progress of job %s unavailable: the cache is down", job.pk)
     return job.progress
 
 
