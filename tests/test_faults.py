@@ -4,19 +4,28 @@ workers of its own (never the shared Redis), started and stopped by the test."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from django.db import connection
 from django.db.models import Sum
 from rest_framework.test import APIClient
 
 from core.celery import app as celery_app
 from core.permissions import Role
-from labelling.models import Consensus, Label, Project
-from labelling.services.consensus import consensus_compute
+from labelling.models import Consensus, Item, Job, Label, Labeller, Project, Release
+from labelling.services.consensus import consensus_compute, consensus_schedule
+from labelling.services.imports import predictions_import
+from labelling.services.jobs import job_release_start
+from labelling.services.labels import labels_import
+from labelling.services.releases import ADVISORY_NAMESPACE, ReleaseRequest, release_create
 from tests.labelling.test_leasing import queued_project
 from tests.processes import RedisServer, app_on_redis, start_worker, stop, wait_until
 
@@ -133,3 +142,191 @@ def test_labels_are_saved_while_redis_is_down_and_consensus_catches_up_when_it_i
     # The same as a clean recomputation on the same labels.
     consensus_compute(project=project)
     assert consensus_of(project) == caught_up
+
+
+# A worker killed in the middle of a task ------------------------------------------------------
+
+N_ITEMS = 60
+KILLED = "faults-killed"
+# A redelivered task reaches a new worker this long after it was taken by the one that died.
+REDELIVERY = {"QUORUM_BROKER_VISIBILITY_TIMEOUT": "2"}
+
+
+def import_votes(project: Project, n: int = N_ITEMS) -> None:
+    """n items with their predictions, and three labellers per item: w1 and w2 always give the
+    expected answer, w3 errs on every fifth item, so that Dawid-Skene has something to estimate."""
+    predictions = [
+        {"external_id": f"i{k}", "payload": {"text": f"item {k}"}, "model_version": "m1",
+         "probabilities": {"match": 0.4 + k / 200, "no_match": 0.6 - k / 200}}
+        for k in range(n)
+    ]  # fmt: skip
+    stream = io.BytesIO("\n".join(map(json.dumps, predictions)).encode())
+    predictions_import(project=project, stream=stream, fmt="jsonl")
+    rows = []
+    for k in range(n):
+        right = expected(f"i{k}")
+        wrong = "no_match" if right == "match" else "match"
+        for worker in ("w1", "w2", "w3"):
+            label = wrong if worker == "w3" and k % 5 == 0 else right
+            rows.append(json.dumps({"external_id": f"i{k}", "labeller": worker, "label": label}))
+    labels_import(project=project, stream=io.BytesIO("\n".join(rows).encode()), fmt="jsonl")
+
+
+@pytest.fixture
+def blocker() -> Iterator[psycopg.Connection[Any]]:
+    """A connection of the test's own that holds locks the worker will wait on."""
+    db = connection.settings_dict
+    params = {"dbname": db["NAME"], "user": db["USER"], "password": db["PASSWORD"] or None}
+    params |= {"host": db["HOST"] or None, "port": db["PORT"] or None}
+    with psycopg.connect(**params, application_name="faults-blocker") as blocking:
+        yield blocking
+
+
+def waiting_backend(name: str, statement: str) -> int | None:
+    """The pid of the backend named `name` waiting on a lock in a statement containing
+    `statement` (the worker is then in the middle of its task), or None."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+            "AND datname = current_database() AND wait_event_type = 'Lock' AND query LIKE %s",
+            [name, f"%{statement}%"],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row else None
+
+
+def backends_of(name: str) -> int:
+    """How many backends of this test database the processes named `name` still hold."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND datname = current_database()",
+            [name],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def kill_while_waiting(
+    worker: subprocess.Popen[bytes], name: str, statement: str, log: Path
+) -> None:
+    """SIGKILL the worker once it waits on `statement`, and end its backend.
+
+    A backend waiting on a lock notices its client is gone only once it has the lock, and then
+    finishes the statement it was sent: ending it now is the worker dying before it sent that
+    statement (its transaction, if any, is rolled back either way)."""
+    pid = wait_until(
+        lambda: waiting_backend(name, statement), timeout=60, what=f"{statement}…", log=log
+    )
+    stop(worker, kill=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    wait_until(lambda: backends_of(name) == 0, timeout=30, what=f"the end of {name}'s backend")
+
+
+def labeller_figures(project: Project) -> dict[str, tuple[Any, ...]]:
+    rows = Labeller.objects.filter(project=project)
+    return {w.worker_id: (w.n_labels, w.accuracy, w.agreement, w.flags) for w in rows}
+
+
+def test_a_recomputation_whose_worker_is_killed_runs_again_on_a_new_worker_and_ends_as_a_clean_run(
+    project: Project,
+    own_redis: RedisServer,
+    workers: list[subprocess.Popen[bytes]],
+    blocker: psycopg.Connection[Any],
+    settings: Any,
+    tmp_path: Path,
+) -> None:
+    settings.CONSENSUS_DEBOUNCE_SECONDS = 1
+    import_votes(project)
+    log = tmp_path / "worker.log"
+    first = start_worker(redis_url=own_redis.url, log=log, name=KILLED, env=REDELIVERY)
+    workers.append(first)
+    # The recomputation writes consensus and item states, then the labellers' figures: holding
+    # one labeller's row stops it there, halfway through its writes.
+    held = Labeller.objects.get(project=project, worker_id="w2").pk
+    blocker.execute("SELECT 1 FROM labelling_labeller WHERE id = %s FOR UPDATE", [held])
+
+    consensus_schedule(project_id=project.pk)
+    kill_while_waiting(first, KILLED, "UPDATE labelling_labeller", log)
+    blocker.rollback()
+
+    # Nothing of the killed run was kept.
+    assert not Consensus.objects.filter(item__project=project).exists()
+    assert set(Item.objects.filter(project=project).values_list("state", flat=True)) == {
+        "collecting"
+    }
+    workers.append(
+        start_worker(redis_url=own_redis.url, log=log, name="faults-second", env=REDELIVERY)
+    )
+    wait_until(
+        lambda: Consensus.objects.filter(item__project=project).count() == N_ITEMS,
+        timeout=60,
+        what="the recomputation on the new worker",
+        log=log,
+    )
+    recovered, figures = consensus_of(project), labeller_figures(project)
+    assert {c[0] for c in recovered.values()} == {"match", "no_match"}
+    assert {e: c[0] for e, c in recovered.items()} == {e: expected(e) for e in recovered}
+    consensus_compute(project=project)
+    assert consensus_of(project) == recovered
+    assert labeller_figures(project) == figures
+
+
+def test_a_release_whose_worker_is_killed_is_published_once_by_the_next_worker_as_a_clean_run(
+    project: Project,
+    own_redis: RedisServer,
+    workers: list[subprocess.Popen[bytes]],
+    blocker: psycopg.Connection[Any],
+    settings: Any,
+    tmp_path: Path,
+) -> None:
+    import_votes(project)
+    consensus_compute(project=project)
+    approved = Item.objects.filter(project=project, state="approved").count()
+    assert approved > 0
+    exports = tmp_path / "exports"
+    settings.EXPORT_STORAGE = exports.as_uri()
+    env = {**REDELIVERY, "EXPORT_STORAGE": exports.as_uri()}
+    log = tmp_path / "worker.log"
+    # The data file is written, then the release is numbered under a lock: the first worker
+    # dies waiting for that lock, before anything is published.
+    blocker.execute("SELECT pg_advisory_lock(%s, %s)", [ADVISORY_NAMESPACE, project.pk])
+    blocker.commit()
+    workers.append(start_worker(redis_url=own_redis.url, log=log, name=KILLED, env=env))
+    job = job_release_start(project=project, user=None, params=ReleaseRequest().as_params())
+    kill_while_waiting(workers[-1], KILLED, "pg_advisory_xact_lock", log)
+    job.refresh_from_db()
+    assert job.status == "running"
+    assert not Release.objects.filter(project=project).exists()
+    assert not (exports / project.slug).exists()
+
+    # The second worker publishes and records the release, and dies before it marks the job
+    # done (it waits for the job's row, which the test holds).
+    second = "faults-second"
+    workers.append(start_worker(redis_url=own_redis.url, log=log, name=second, env=env))
+    wait_until(lambda: waiting_backend(second, "pg_advisory_xact_lock"), timeout=60, what="publish")
+    blocker.execute("SELECT 1 FROM labelling_job WHERE id = %s FOR NO KEY UPDATE", [job.pk])
+    blocker.execute("SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_NAMESPACE, project.pk])
+    kill_while_waiting(workers[-1], second, 'UPDATE "labelling_job"', log)
+    blocker.rollback()
+    assert Release.objects.filter(project=project).count() == 1
+    job.refresh_from_db()
+    assert job.status == "running"
+
+    workers.append(start_worker(redis_url=own_redis.url, log=log, name="faults-third", env=env))
+    wait_until(
+        lambda: Job.objects.filter(pk=job.pk, status="succeeded").exists(),
+        timeout=60,
+        what="the job's end on the third worker",
+        log=log,
+    )
+    release = Release.objects.get(project=project)
+    job.refresh_from_db()
+    assert (release.version, release.row_count, release.job_id) == (1, approved, job.pk)
+    assert job.result["release"] == release.pk and job.result["sha256"] == release.sha256
+    assert sorted(p.name for p in (exports / project.slug).iterdir()) == ["v1"]
+    data = exports / project.slug / "v1" / release.data_file
+    assert hashlib.sha256(data.read_bytes()).hexdigest() == release.sha256
+    # A clean release of the same items, elsewhere, has the same data file.
+    clean = release_create(project=project, storage_url=(tmp_path / "clean").as_uri())
+    assert (clean.row_count, clean.sha256) == (release.row_count, release.sha256)
