@@ -185,3 +185,42 @@ def start_worker(
             command, cwd=REPO, env=environment, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+
+
+def start_web(
+    *, redis_url: str, log: Path, name: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Gunicorn with one synchronous worker, as in production, on the test database; its
+    database connections are named `name`. Returns the process and its base URL once it
+    listens."""
+    from django.conf import settings
+
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url_of_this_run(name),
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": settings.SECRET_KEY,
+        "QUORUM_VAR_DIR": str(settings.VAR_DIR),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "DEBUG": "0",
+        "SECURE_COOKIES": "0",
+        **(env or {}),
+    }
+    command = [str(BIN / "gunicorn"), "core.wsgi:application", "--workers", "1"]
+    command += ["--bind", f"127.0.0.1:{port}", "--timeout", "60"]
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=environment, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    wait_until(lambda: _listens(port), timeout=60, what="gunicorn start", log=log)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False

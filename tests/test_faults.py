@@ -8,7 +8,11 @@ import hashlib
 import io
 import json
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ import psycopg
 import pytest
 from django.db import connection
 from django.db.models import Sum
+from django.test import Client
 from rest_framework.test import APIClient
 
 from core.celery import app as celery_app
@@ -24,10 +29,18 @@ from labelling.models import Consensus, Item, Job, Label, Labeller, Project, Rel
 from labelling.services.consensus import consensus_compute, consensus_schedule
 from labelling.services.imports import predictions_import
 from labelling.services.jobs import job_release_start
+from labelling.services.labellers import labeller_create
 from labelling.services.labels import labels_import
 from labelling.services.releases import ADVISORY_NAMESPACE, ReleaseRequest, release_create
 from tests.labelling.test_leasing import queued_project
-from tests.processes import RedisServer, app_on_redis, start_worker, stop, wait_until
+from tests.processes import (
+    RedisServer,
+    app_on_redis,
+    start_web,
+    start_worker,
+    stop,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.needs_postgres,
@@ -330,3 +343,117 @@ def test_a_release_whose_worker_is_killed_is_published_once_by_the_next_worker_a
     # A clean release of the same items, elsewhere, has the same data file.
     clean = release_create(project=project, storage_url=(tmp_path / "clean").as_uri())
     assert (clean.row_count, clean.sha256) == (release.row_count, release.sha256)
+
+
+# The database connection dropped ---------------------------------------------------------------
+
+WEB = "faults-web"
+
+
+@dataclass
+class Answer:
+    """An HTTP response as the test reads it."""
+
+    status: int
+    headers: Any
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(url: str, *, headers: dict[str, str], data: dict[str, Any] | None = None) -> Answer:
+    """One request to the web server (a POST of JSON when `data` is given)."""
+    body = json.dumps(data).encode() if data is not None else None
+    request = urllib.request.Request(
+        url, data=body, headers={**headers, "Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return Answer(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as refused:
+        return Answer(refused.code, refused.headers, refused.read())
+
+
+def web_backends() -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+            "AND datname = current_database()",
+            [WEB],
+        )
+        return [int(pid) for (pid,) in cursor.fetchall()]
+
+
+def terminate(pid: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def dropped_mid_request(
+    blocker: psycopg.Connection[Any], send: Callable[[], Answer], log: Path
+) -> Answer:
+    """Send a request that waits on the project table (the test holds it locked), end the web
+    server's database connection while it waits, and return the response."""
+    blocker.execute("LOCK TABLE labelling_project IN ACCESS EXCLUSIVE MODE")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(send)
+        pid = wait_until(lambda: waiting_backend(WEB, ""), timeout=30, what="the wait", log=log)
+        terminate(pid)
+        answer = pending.result(timeout=60)
+    blocker.rollback()
+    return answer
+
+
+def test_a_dropped_database_connection_is_a_clean_503_and_the_next_request_reconnects(
+    project: Project,
+    own_redis: RedisServer,
+    blocker: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    queued_project(project, n=2, overlap=(1, 1))
+    labeller, token = labeller_create(project=project, username="cora-crowd", role=Role.CROWD)
+    browser = Client()
+    browser.force_login(labeller.user)
+    log = tmp_path / "web.log"
+    server, url = start_web(
+        redis_url=own_redis.url, log=log, name=WEB, env={"QUORUM_NEW_LABELLER_GOLD": "0"}
+    )
+    api = {"Authorization": f"Token {token}"}
+    page = {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
+    try:
+        first = http(f"{url}/api/v1/projects/pet-match/tasks/next", headers=api)
+        assert first.status == 200, first.body
+        lease = first.json()["lease"]
+
+        # Dropped between two requests: the next one checks the connection and opens another.
+        (before,) = web_backends()
+        terminate(before)
+        again = http(f"{url}/api/v1/projects/pet-match/tasks/next", headers=api)
+        assert (again.status, again.json()["lease"]) == (200, lease)
+        assert web_backends() != [before]
+
+        # Dropped in the middle of a request: a 503 saying to retry, and nothing saved.
+        submit = f"{url}/api/v1/leases/{lease}/label"
+        answer = {"label": "match", "duration_ms": 1200}
+        refused = dropped_mid_request(blocker, lambda: http(submit, headers=api, data=answer), log)
+        assert refused.status == 503, refused.body
+        assert refused.headers["Content-Type"] == "application/json"
+        assert int(refused.headers["Retry-After"]) > 0
+        assert refused.json()["code"] == "database_unavailable"
+        assert "try again" in refused.json()["detail"]
+        assert not Label.objects.filter(project=project).exists()
+        saved = http(submit, headers=api, data=answer)
+        assert saved.status == 201, saved.body
+        assert Label.objects.filter(project=project).count() == 1
+
+        # A page: the same, as HTML.
+        label_page = f"{url}/label/pet-match/"
+        refused = dropped_mid_request(blocker, lambda: http(label_page, headers=page), log)
+        assert refused.status == 503, refused.body
+        assert refused.headers["Content-Type"].startswith("text/html")
+        assert int(refused.headers["Retry-After"]) > 0
+        assert b"Try again shortly" in refused.body and b"Traceback" not in refused.body
+        assert http(label_page, headers=page).status == 200
+    finally:
+        stop(server)
