@@ -25,7 +25,17 @@ from rest_framework.test import APIClient
 
 from core.celery import app as celery_app
 from core.permissions import Role
-from labelling.models import Consensus, Item, Job, Label, Labeller, Project, Release
+from labelling.models import (
+    Consensus,
+    Item,
+    Job,
+    Label,
+    Labeller,
+    Lease,
+    Project,
+    QueueEntry,
+    Release,
+)
 from labelling.services.consensus import consensus_compute, consensus_schedule
 from labelling.services.imports import predictions_import
 from labelling.services.jobs import job_release_start
@@ -457,3 +467,86 @@ def test_a_dropped_database_connection_is_a_clean_503_and_the_next_request_recon
         assert http(label_page, headers=page).status == 200
     finally:
         stop(server)
+
+
+# A lease holder who vanishes -------------------------------------------------------------------
+
+
+def next_item(client: APIClient) -> tuple[int, str] | None:
+    """Lease the next item: (lease, external id), or None when nothing is left."""
+    offered = client.get("/api/v1/projects/pet-match/tasks/next")
+    assert offered.status_code in (200, 204), offered.content
+    if offered.status_code == 204:
+        return None
+    return offered.json()["lease"], offered.json()["item"]["external_id"]
+
+
+def answer_lease(client: APIClient, lease: int, label: str) -> Any:
+    return client.post(f"/api/v1/leases/{lease}/label", {"label": label}, format="json")
+
+
+def overlap_holds(project: Project) -> None:
+    """Every queue entry counts exactly its item's valid labels and open leases, never more
+    labels than it needed, and no labeller labelled an item twice."""
+    for entry in QueueEntry.objects.filter(project=project).select_related("item"):
+        labels = Label.objects.filter(item=entry.item, state="valid")
+        open_leases = Lease.objects.filter(item=entry.item, state="open", is_gold=False)
+        assert entry.labels_count == labels.count() <= entry.needed, entry.item.external_id
+        assert entry.open_leases == open_leases.count(), entry.item.external_id
+        labellers = list(labels.values_list("labeller_id", flat=True))
+        assert len(labellers) == len(set(labellers)), entry.item.external_id
+
+
+def test_an_item_whose_labeller_vanished_goes_to_another_once_the_lease_expires(
+    project: Project,
+    client_for: Callable[..., APIClient],
+    own_redis: RedisServer,
+    workers: list[subprocess.Popen[bytes]],
+    settings: Any,
+    tmp_path: Path,
+) -> None:
+    settings.NEW_LABELLER_GOLD = 0
+    settings.LEASE_SECONDS = 5
+    queued_project(project, n=2, overlap=(2, 2))
+    gone, bob, carol, dan = (client_for(project, n, Role.CROWD) for n in ("al", "bob", "cy", "dan"))
+    log = tmp_path / "worker.log"
+    # The periodic lease expiry every second instead of every 30.
+    timing = {"QUORUM_EXPIRE_LEASES_SECONDS": "1"}
+    workers.append(
+        start_worker(redis_url=own_redis.url, log=log, name="faults-leases", beat=True, env=timing)
+    )
+
+    vanished = next_item(gone)
+    assert vanished is not None and vanished[1] == "i0"
+    taken = next_item(bob)
+    assert taken is not None and taken[1] == "i0"
+    assert answer_lease(bob, taken[0], "match").status_code == 201
+    # i0 holds its second place for the labeller who vanished: the next labeller gets i1.
+    other = next_item(carol)
+    assert other is not None and other[1] == "i1"
+    assert answer_lease(carol, other[0], "match").status_code == 201
+    overlap_holds(project)
+
+    # Nobody asks for anything: the periodic expiry gives the place back.
+    wait_until(
+        lambda: Lease.objects.filter(pk=vanished[0], state="expired").exists(),
+        timeout=60,
+        what="the expiry of the vanished labeller's lease",
+        log=log,
+    )
+    overlap_holds(project)
+    offered = next_item(dan)
+    assert offered is not None and offered[1] == "i0"
+    assert answer_lease(dan, offered[0], "no_match").status_code == 201
+
+    late = answer_lease(gone, vanished[0], "match")
+    assert late.status_code == 409 and "expired" in late.json()["detail"]
+    # Back, they get the item that still wants a label.
+    back = next_item(gone)
+    assert back is not None and back[1] == "i1"
+    counts = dict(
+        QueueEntry.objects.filter(project=project).values_list("item__external_id", "labels_count")
+    )
+    assert counts == {"i0": 2, "i1": 1}
+    assert not Label.objects.filter(labeller__user__username="al").exists()
+    overlap_holds(project)
