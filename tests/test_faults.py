@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -36,6 +38,7 @@ from labelling.models import (
     QueueEntry,
     Release,
 )
+from labelling.releases.storage import STAGING, STALE_STAGING_SECONDS
 from labelling.services.consensus import consensus_compute, consensus_schedule
 from labelling.services.imports import predictions_import
 from labelling.services.jobs import job_release_start
@@ -350,9 +353,15 @@ def test_a_release_whose_worker_is_killed_is_published_once_by_the_next_worker_a
     assert sorted(p.name for p in (exports / project.slug).iterdir()) == ["v1"]
     data = exports / project.slug / "v1" / release.data_file
     assert hashlib.sha256(data.read_bytes()).hexdigest() == release.sha256
-    # A clean release of the same items, elsewhere, has the same data file.
-    clean = release_create(project=project, storage_url=(tmp_path / "clean").as_uri())
-    assert (clean.row_count, clean.sha256) == (release.row_count, release.sha256)
+    # A clean release of the same items has the same data file.
+    staged = list((exports / STAGING).iterdir())
+    assert len(staged) == 1, "the first worker's staging folder, left when it was killed"
+    long_ago = time.time() - STALE_STAGING_SECONDS - 60
+    os.utime(staged[0], (long_ago, long_ago))
+    clean = release_create(project=project)
+    assert (clean.version, clean.row_count, clean.sha256) == (2, release.row_count, release.sha256)
+    # Building it deleted the staging folder that no release will ever finish.
+    assert list((exports / STAGING).iterdir()) == []
 
 
 # The database connection dropped ---------------------------------------------------------------
