@@ -65,6 +65,7 @@ bench: $(VENV)/.dev
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/review.py
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/aggregate.py --runs $${BENCH_RUNS:-3}
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/labelling.py --runs $${BENCH_RUNS:-3}
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/load.py --seconds $${BENCH_LOAD_SECONDS:-300}
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/problems.py
 	PYTHONPATH=. $(BIN)/python benchmarks/select_numerics.py
 	PYTHONPATH=. $(BIN)/python benchmarks/aggregate_numerics.py

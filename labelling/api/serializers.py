@@ -157,6 +157,35 @@ class LabelOutput(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+# The labelling loop writes these two bodies for every answer; building them through DRF's field
+# machinery costs more than the rest of the answer. The same bodies as plain dicts (a test holds
+# them equal to TaskOutput's and LabelOutput's):
+_TIME = serializers.DateTimeField()
+
+
+def task_body(lease: Any) -> dict[str, Any]:
+    """TaskOutput(lease).data."""
+    item, project = lease.item, lease.project
+    return {
+        "lease": lease.pk,
+        "item": {"external_id": str(item.external_id), "payload": item.payload},
+        "labels": [str(label) for label in project.labels],
+        "instructions": str(project.instructions),
+        "expires_at": _TIME.to_representation(lease.expires_at),
+    }
+
+
+def label_body(label: Any) -> dict[str, Any]:
+    """LabelOutput(label).data."""
+    return {
+        "id": label.pk,
+        "lease": label.lease_id,
+        "label": str(label.value),
+        "duration_ms": label.duration_ms,
+        "created_at": _TIME.to_representation(label.created_at),
+    }
+
+
 class LeaseOutput(serializers.Serializer):
     """A lease's state and expiry."""
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labelling.api import views
+from labelling.api import loop, views
 
 urlpatterns = [
     path(
@@ -11,8 +11,8 @@ urlpatterns = [
         name="api-predictions-import",
     ),
     path("projects/<slug:slug>/queue", views.QueueView.as_view(), name="api-queue"),
-    path("projects/<slug:slug>/tasks/next", views.NextTaskView.as_view(), name="api-task-next"),
-    path("leases/<int:lease_id>/label", views.LabelSubmitView.as_view(), name="api-lease-label"),
+    path("projects/<slug:slug>/tasks/next", loop.next_task, name="api-task-next"),
+    path("leases/<int:lease_id>/label", loop.submit_label, name="api-lease-label"),
     path("leases/<int:lease_id>/skip", views.LeaseSkipView.as_view(), name="api-lease-skip"),
     path(
         "leases/<int:lease_id>/heartbeat",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,11 +22,12 @@ from django.db.models import Count, F, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from core import rows
 from core.exceptions import Conflict, InputError, InvalidInput, NotFound
 from labelling.models import Item, Label, Labeller, Lease, Project, QueueEntry
 from labelling.services.consensus import consensus_schedule
 
-ITEM, ENTRY, LEASE = (m._meta.db_table for m in (Item, QueueEntry, Lease))
+ITEM, ENTRY, LEASE, LABEL = (m._meta.db_table for m in (Item, QueueEntry, Lease, Label))
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,11 @@ _TAKE_ENTRY = (
     f"opened AS (INSERT INTO {LEASE} (project_id, item_id, labeller_id, state, is_gold, "
     "created_at, expires_at) SELECT %s, item_id, %s, 'open', false, %s, %s FROM bumped "
     "RETURNING id, item_id, created_at, expires_at) "
-    f"SELECT o.id, o.item_id, o.created_at, o.expires_at, i.external_id, i.payload FROM opened o "
-    f"JOIN {ITEM} i ON i.id = o.item_id"
+    # A lease lost in a crash costs nothing (it is asked for again), so its commit need not wait
+    # for the disk. Answers keep the default: a 201 means the label is on disk.
+    "SELECT o.id, o.item_id, o.created_at, o.expires_at, i.external_id, i.payload, "
+    "set_config('synchronous_commit', 'off', true) "
+    f"FROM opened o JOIN {ITEM} i ON i.id = o.item_id"
 )
 
 
@@ -90,7 +95,7 @@ def _take_entry(project: Project, labeller: Labeller) -> Lease | None:
                 break
     if row is None:
         return None
-    pk, item_id, created, expires_at, external_id, payload = row
+    pk, item_id, created, expires_at, external_id, payload, _ = row
     lease = Lease(
         pk=pk, project=project, item_id=item_id, labeller=labeller, state=Lease.State.OPEN,
         is_gold=False, created_at=created, expires_at=expires_at,
@@ -113,15 +118,38 @@ def _gold_item(project: Project, labeller: Labeller) -> Item | None:
     return Item.objects.get(pk=random.choice(candidates)) if candidates else None
 
 
-def _wants_gold(project: Project, labeller: Labeller) -> bool:
+def _wants_gold(project: Project, leases_so_far: int) -> bool:
     """New labellers start with a few gold checks; after that, a gold_rate share of their work."""
-    warm_up = int(settings.NEW_LABELLER_GOLD)
-    if warm_up > 0:
-        # Counted no further than needed: the labeller's history can be long.
-        done = Lease.objects.filter(labeller=labeller).exclude(state=Lease.State.EXPIRED)
-        if done[:warm_up].count() < warm_up:
-            return True
+    if leases_so_far < int(settings.NEW_LABELLER_GOLD):
+        return True
     return random.random() < project.gold_rate
+
+
+# Before every lease, in one read: are leases of the project past their expiry, how many leases
+# has the labeller had (counted no further than the gold warm-up needs: a history can be long),
+# and which lease do they hold open.
+_BEFORE_LEASE = (
+    f"SELECT EXISTS (SELECT 1 FROM {LEASE} WHERE project_id = %s AND state = 'open' "
+    "AND expires_at <= %s), "
+    f"(SELECT COUNT(*) FROM (SELECT 1 FROM {LEASE} WHERE labeller_id = %s "
+    "AND state <> 'expired' LIMIT %s) AS so_far), "
+    f"(SELECT id FROM {LEASE} WHERE labeller_id = %s AND state = 'open' AND expires_at > %s "
+    "ORDER BY created_at DESC, id DESC LIMIT 1)"
+)
+
+
+def _before_lease(project: Project, labeller: Labeller, now: Any) -> tuple[bool, int, int | None]:
+    """(expired leases are due, the labeller's leases so far up to the warm-up, open lease id)."""
+    warm_up = max(int(settings.NEW_LABELLER_GOLD), 0)
+    params = [project.pk, now, labeller.pk, warm_up, labeller.pk, now]
+    with connection.cursor() as cursor:
+        cursor.execute(_BEFORE_LEASE, params)
+        due, so_far, open_id = cursor.fetchone()
+    return bool(due), int(so_far), open_id
+
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
 
 
 def _open_lease(project: Project, labeller: Labeller, item_id: int, *, is_gold: bool) -> Lease:
@@ -134,32 +162,34 @@ def _open_lease(project: Project, labeller: Labeller, item_id: int, *, is_gold: 
     )
 
 
-@transaction.atomic
 def lease_next(*, project: Project, labeller: Labeller) -> Lease | None:
     """Lend the labeller their next item: a gold check at the gold rate, else the most urgent."""
     if labeller.status != Labeller.Status.ACTIVE:
         raise Conflict(
             f"your work on this project is {labeller.status}; ask the project's engineer"
         )
-    if connection.vendor == "postgresql":
-        # A lease lost in a crash costs nothing (it is asked for again), so its commit need not
-        # wait for the disk. Answers keep the default: a 201 means the label is on disk.
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit = off")
-    leases_expire(project=project)
-    open_lease = (
-        Lease.objects.filter(
-            labeller=labeller, state=Lease.State.OPEN, expires_at__gt=timezone.now()
-        )
-        .order_by("-created_at", "-id")
-        .first()
-    )
-    if open_lease is not None:
+    # On PostgreSQL each step is one statement and no step needs the others' snapshot (the
+    # entry is taken under its row lock), so no transaction wraps them: that saves the BEGIN and
+    # COMMIT round trips on every lease. On SQLite, the write lock taken at BEGIN serialises
+    # leasing.
+    with nullcontext() if _postgres() else transaction.atomic():
+        return _lease_next(project, labeller)
+
+
+def _lease_next(project: Project, labeller: Labeller) -> Lease | None:
+    """lease_next's steps: expiry, the open lease, a gold check, then the most urgent entry."""
+    now = timezone.now()
+    due, so_far, open_id = _before_lease(project, labeller, now)
+    if due:
+        _expire(Lease.objects.filter(project=project, state="open", expires_at__lte=now), now)
+    if open_id is not None:
         # One item at a time: a reload of the page gets the same item back.
-        return open_lease
-    if _wants_gold(project, labeller) and (gold := _gold_item(project, labeller)) is not None:
+        lease = Lease.objects.select_related("item").get(pk=open_id)
+        lease.project = project
+        return lease
+    if _wants_gold(project, so_far) and (gold := _gold_item(project, labeller)) is not None:
         return _open_lease(project, labeller, gold.pk, is_gold=True)
-    if connection.vendor == "postgresql":
+    if _postgres():
         return _take_entry(project, labeller)
     found = _next_entry(project, labeller)
     if found is None:
@@ -171,18 +201,30 @@ def lease_next(*, project: Project, labeller: Labeller) -> Lease | None:
 
 
 def _lease_for(lease_id: int, user: Any) -> Lease:
-    """The user's lease, locked; someone else's lease is not found."""
-    lease = (
-        # Only the lease row: locking the joined project and labeller would queue every answer
-        # of the project behind each other.
-        Lease.objects.select_for_update(of=("self",))
-        .select_related("project", "labeller")
-        .filter(pk=lease_id, labeller__user=user, labeller__user__isnull=False)
-        .first()
-    )
-    if lease is None:
+    """The user's lease, locked, with its project and labeller; someone else's is not found."""
+    # Only the lease row is locked: locking the joined project and labeller would queue every
+    # answer of the project behind each other. SQLite's write lock at BEGIN serialises instead.
+    lock = " FOR UPDATE OF l" if _postgres() else ""
+    with connection.cursor() as cursor:
+        cursor.execute(_LEASE_FOR + lock, [lease_id, int(user.pk or 0)])
+        row = cursor.fetchone()
+    if row is None:
         raise NotFound("lease not found")
+    lease_end = rows.width(Lease)
+    project_end = lease_end + rows.width(Project)
+    lease = rows.instance(Lease, row[:lease_end])
+    lease.project = rows.instance(Project, row[lease_end:project_end])
+    lease.labeller = rows.instance(Labeller, row[project_end:])
     return lease
+
+
+_LEASE_FOR = (
+    f"SELECT {rows.columns(Lease, 'l')}, {rows.columns(Project, 'p')}, "
+    f"{rows.columns(Labeller, 'm')} FROM {LEASE} l "
+    f"JOIN {Project._meta.db_table} p ON p.id = l.project_id "
+    f"JOIN {Labeller._meta.db_table} m ON m.id = l.labeller_id "
+    "WHERE l.id = %s AND m.user_id = %s"
+)
 
 
 def _check_open(lease: Lease) -> None:
@@ -211,19 +253,14 @@ def _agreement(item_id: int) -> float:
     return max(counts.values()) / sum(counts.values()) if counts else 0.0
 
 
-def _after_label(project: Project, item_id: int) -> None:
-    """The overlap rule: ask for one more label while the labels disagree, up to overlap.max."""
-    # The lease's place in the overlap becomes a label: one statement, one row lock.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {ENTRY} SET labels_count = labels_count + 1, open_leases = open_leases - 1 "
-            "WHERE item_id = %s RETURNING id, labels_count, needed",
-            [item_id],
-        )
-        row = cursor.fetchone()
-    if row is None or row[1] < row[2]:
+def _after_label(project: Project, item_id: int, counted: tuple[int, int, int] | None) -> None:
+    """The overlap rule: ask for one more label while the labels disagree, up to overlap.max.
+
+    `counted` is the item's queue entry (id, labels, labels needed) once the answer counts.
+    """
+    if counted is None or counted[1] < counted[2]:
         return
-    entry_id, _, needed = row
+    entry_id, _, needed = counted
     agreement = _agreement(item_id)
     if agreement < project.target_confidence and needed < project.overlap_max:
         QueueEntry.objects.filter(pk=entry_id).update(needed=F("needed") + 1)
@@ -234,6 +271,43 @@ def _after_label(project: Project, item_id: int) -> None:
     Item.objects.filter(pk=item_id).update(
         state=Item.State.APPROVED if settled else Item.State.ESCALATED
     )
+
+
+# The lease's place in the item's overlap becomes a label: one statement, one row lock.
+_COUNT_ANSWER = (
+    f"UPDATE {ENTRY} SET labels_count = labels_count + 1, open_leases = open_leases - 1 "
+    "WHERE item_id = %s AND %s RETURNING id, labels_count, needed"
+)
+
+
+def _record_answer(lease: Lease, label: Label) -> tuple[int, int, int] | None:
+    """Store the label, close the lease and count the answer against the item's overlap (gold
+    checks hold no place in it); return the item's entry as the overlap rule reads it."""
+    counts = not lease.is_gold
+    lease.state, lease.closed_at = Lease.State.LABELLED, label.created_at
+    if not _postgres():
+        label.save(force_insert=True)
+        lease.save(update_fields=["state", "closed_at"])
+        with connection.cursor() as cursor:
+            cursor.execute(_COUNT_ANSWER, [lease.item_id, counts])
+            return cursor.fetchone()
+    # PostgreSQL: the three writes in one statement.
+    fields = [f for f in Label._meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(label, True), connection) for f in fields]
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH answer AS (INSERT INTO {LABEL} ({columns}) VALUES "
+            f"({', '.join(['%s'] * len(fields))}) RETURNING id), "
+            f"closed AS (UPDATE {LEASE} SET state = %s, closed_at = %s WHERE id = %s), "
+            f"counted AS ({_COUNT_ANSWER}) "
+            "SELECT answer.id, counted.* FROM answer LEFT JOIN counted ON true",
+            [*values, lease.state, lease.closed_at, lease.pk, lease.item_id, counts],
+        )
+        label_id, *counted = cursor.fetchone()
+    label.pk = label_id
+    label._state.adding = False
+    return None if counted[0] is None else (counted[0], counted[1], counted[2])
 
 
 def _check_value(project: Project, value: Any) -> str:
@@ -264,20 +338,19 @@ def label_submit(
             )
         return Submitted(label=first, created=False)
     _check_open(lease)
-    label = Label.objects.create(
-        project=lease.project,
+    now = timezone.now()
+    label = Label(
+        project_id=lease.project_id,
         item_id=lease.item_id,
-        labeller=lease.labeller,
+        labeller_id=lease.labeller_id,
         value=_check_value(lease.project, value),
         source=source,
-        batch=f"lease-{timezone.now():%Y%m%d}",
+        batch=f"lease-{now:%Y%m%d}",
         lease=lease,
         duration_ms=duration_ms,
+        created_at=now,
     )
-    lease.state, lease.closed_at = Lease.State.LABELLED, timezone.now()
-    lease.save(update_fields=["state", "closed_at"])
-    if not lease.is_gold:
-        _after_label(lease.project, lease.item_id)
+    _after_label(lease.project, lease.item_id, _record_answer(lease, label))
     project_id = lease.project_id
     transaction.on_commit(lambda: consensus_schedule(project_id=project_id))
     return Submitted(label=label, created=True)

@@ -1,0 +1,123 @@
+"""The labelling loop's two busiest endpoints, answered outside DRF's request cycle.
+
+`tasks/next` and `leases/{id}/label` run once each for every answer a crowd gives, so their cost
+is the crowd's throughput. A request carrying an API token of a project member is answered here:
+one read finds the token, its user and their membership, then the same services the DRF views
+call do the work. Everything else (a session from the labelling page, a missing or unknown token,
+a body that does not validate, a throttled answer) goes to the DRF view, which gives the same
+answers and every error message; those views also stay the ones the OpenAPI schema documents.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from django.contrib.auth import get_user_model
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.throttling import ScopedRateThrottle
+
+from core.exceptions import QuorumError
+from core.permissions import LABELLERS
+from labelling.api import views
+from labelling.api.serializers import label_body, task_body
+from labelling.selectors import labeller_by_token, user_id_by_token
+from labelling.services.leasing import label_submit, lease_next
+
+View = Callable[..., HttpResponse]
+MAX_DURATION_MS = 24 * 3600 * 1000
+
+
+class _Fallback(Exception):
+    """This request is for the DRF view: it has what the fast lane does not handle."""
+
+
+def _json(body: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _token(request: HttpRequest) -> str:
+    """The key of an `Authorization: Token <key>` header."""
+    keyword, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if keyword != "Token" or not key or " " in key.strip():
+        raise _Fallback
+    return key.strip()
+
+
+def _fast_lane(drf_view: View) -> Callable[[Callable[..., HttpResponse]], View]:
+    """Answer with `handler` when it can; otherwise (it raises _Fallback) with the DRF view."""
+
+    def decorate(handler: Callable[..., HttpResponse]) -> View:
+        @functools.wraps(drf_view)
+        def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+            try:
+                return handler(request, **kwargs)
+            except _Fallback:
+                return drf_view(request, **kwargs)
+            except QuorumError as error:
+                return _json(error.as_dict(), status=error.status_code)
+
+        return csrf_exempt(view)  # token requests only: sessions go to DRF, which checks CSRF
+
+    return decorate
+
+
+@_fast_lane(views.NextTaskView.as_view())
+def next_task(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET tasks/next for a token holder who is a member of the project."""
+    if request.method != "GET":
+        raise _Fallback
+    member = labeller_by_token(key=_token(request), slug=slug, roles=LABELLERS)
+    if member is None:
+        raise _Fallback
+    lease = lease_next(project=member.project, labeller=member)
+    if lease is None:
+        return HttpResponse(status=204)
+    return _json(task_body(lease))
+
+
+def _answer(request: HttpRequest) -> tuple[str, int | None]:
+    """The label and duration of a well-formed answer body."""
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        raise _Fallback from None
+    if not isinstance(body, dict) or not set(body) <= {"label", "duration_ms"}:
+        raise _Fallback
+    label, duration = body.get("label"), body.get("duration_ms")
+    label = label.strip() if isinstance(label, str) else ""
+    if not label or len(label) > 100:
+        raise _Fallback
+    if duration is not None and (type(duration) is not int or not 0 <= duration <= MAX_DURATION_MS):
+        raise _Fallback
+    return label, duration
+
+
+class _Throttled:
+    """What DRF's scoped throttle reads of a request and a view."""
+
+    throttle_scope = "labels"
+
+    def __init__(self, user_id: int) -> None:
+        self.user = get_user_model()(pk=user_id)
+
+
+@_fast_lane(views.LabelSubmitView.as_view())
+def submit_label(request: HttpRequest, lease_id: int) -> HttpResponse:
+    """POST leases/{id}/label with a token: the same checks, throttle and service as the API."""
+    if request.method != "POST" or request.content_type != "application/json":
+        raise _Fallback
+    user_id = user_id_by_token(key=_token(request))
+    if user_id is None:
+        raise _Fallback
+    label, duration = _answer(request)
+    shim = _Throttled(user_id)
+    if not ScopedRateThrottle().allow_request(shim, shim):  # type: ignore[arg-type]
+        raise _Fallback  # DRF answers 429 with its Retry-After
+    submitted = label_submit(
+        lease_id=lease_id, user=shim.user, value=label, duration_ms=duration, source="api"
+    )
+    return _json(label_body(submitted.label), status=201)
