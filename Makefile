@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/quorum_bench
 
-.PHONY: run worker test lint format bench clean
+.PHONY: run worker test lint format bench backup restore clean
 
 $(VENV)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Quorum needs Python 3.11 or newer: set PYTHON=/path/to/python3.11")'
@@ -40,6 +40,19 @@ run: $(VENV)/.runtime
 worker: $(VENV)/.runtime
 	@test -n "$$REDIS_URL" || { echo "set REDIS_URL=redis://… first: without it, jobs run in-process"; exit 1; }
 	CELERY=$(BIN)/celery scripts/worker.sh --beat --loglevel=info
+
+# Backups need no secret key of their own: without SECRET_KEY (a local checkout), DEBUG is on as
+# for `make run`; in production the server's environment applies.
+MANAGE = if [ -z "$$SECRET_KEY" ]; then export DEBUG=$${DEBUG:-1}; fi; $(BIN)/python manage.py
+
+## backup: a consistent copy of the database into QUORUM_BACKUP_DIR (default var/backups)
+backup: $(VENV)/.runtime
+	@$(MANAGE) backup
+
+## restore: BACKUP=path restores a backup into the (empty) database; REPLACE=1 overwrites one
+restore: $(VENV)/.runtime
+	@test -n "$(BACKUP)" || { echo "usage: make restore BACKUP=var/backups/quorum-<time>.dump [REPLACE=1]"; exit 1; }
+	@$(MANAGE) restore "$(BACKUP)" $(if $(filter 1 yes true,$(REPLACE)),--replace)
 
 ## test: the whole suite (SQLite and in-process jobs, or DATABASE_URL / REDIS_URL when set)
 test: $(VENV)/.dev

@@ -517,6 +517,8 @@ def environment(args: argparse.Namespace, dsn: str) -> dict[str, str]:
         "DEBUG": "0",
         "SECRET_KEY": "labelling-benchmark-only",
         "ALLOWED_HOSTS": "127.0.0.1",
+        # Plain HTTP on loopback: no redirect to HTTPS.
+        "SECURE_SSL_REDIRECT": "0",
         "REDIS_URL": args.redis_url,
         "QUORUM_LABEL_RATE": "100000/second",
         "QUORUM_NEW_LABELLER_GOLD": "0",

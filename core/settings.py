@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -98,6 +99,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "core.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -258,8 +260,10 @@ if PUBLIC_URL and (
 ):
     raise ImproperlyConfigured(f"QUORUM_PUBLIC_URL must be an http(s) URL, got {PUBLIC_URL!r}")
 
+# Where `make backup` (manage.py backup) writes its copies of the database.
+BACKUP_DIR = env_path("QUORUM_BACKUP_DIR", VAR_DIR / "backups")
 # Uploaded prediction files wait here for their background import; several web and worker
-# machines need this folder shared (see README, "Running on several machines").
+# machines need this folder shared (see OPERATIONS.md).
 UPLOAD_DIR = env_path("QUORUM_UPLOAD_DIR", VAR_DIR / "uploads")
 # Uploads up to this size import inside the request; larger ones become a background job.
 SYNC_IMPORT_MAX_BYTES = env_int("QUORUM_SYNC_IMPORT_MAX_BYTES", 2 * 1024 * 1024)
@@ -348,14 +352,71 @@ SPECTACULAR_SETTINGS = {
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+
+def proxy_ssl_header(raw: str) -> tuple[str, str] | None:
+    """SECURE_PROXY_SSL_HEADER as Django wants it: the header a TLS proxy sets, and its value."""
+    if not raw:
+        return None
+    name, _, value = raw.partition("=")
+    name, value = name.strip(), value.strip() or "https"
+    if not re.fullmatch(r"[A-Za-z0-9-]+", name):
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={raw!r} is not a header name: use e.g. X-Forwarded-Proto "
+            "(or X-Forwarded-Proto=https)"
+        )
+    return "HTTP_" + name.upper().replace("-", "_"), value
+
+
+# TLS. Behind a proxy that ends TLS, SECURE_PROXY_SSL_HEADER names the header it sets (only when
+# the proxy always overwrites it: a client could send it too). With DEBUG off, plain HTTP is
+# redirected to HTTPS and browsers are told to use HTTPS for a year (HSTS is only sent over HTTPS).
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header(env_str("SECURE_PROXY_SSL_HEADER"))
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured(f"SECURE_HSTS_SECONDS must be 0 or more, got {SECURE_HSTS_SECONDS}")
+# Paths served over plain HTTP even with SECURE_SSL_REDIRECT: the health check a load balancer
+# calls on the node's own address.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+
+# Headers on every response (core/security.py adds the Content-Security-Policy).
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Where payload images may come from: the labelling pages show data: and http(s) image URLs.
+CSP_IMG_SRC = env_str("QUORUM_CSP_IMG_SRC", "'self' data: https: http:")
+
+# Failed logins allowed per username and client address within LOGIN_FAILURE_WINDOW seconds;
+# more answer 429 until the window has passed. The count lives in the cache (Redis when set, so
+# that every web node shares it).
+LOGIN_FAILURE_LIMIT = env_int("QUORUM_LOGIN_FAILURE_LIMIT", 5)
+LOGIN_FAILURE_WINDOW = env_int("QUORUM_LOGIN_FAILURE_WINDOW", 900)
+# The header a proxy sets to the client's address (e.g. X-Real-IP); unset: the peer address.
+CLIENT_IP_HEADER = env_str("QUORUM_CLIENT_IP_HEADER")
+if CLIENT_IP_HEADER and not re.fullmatch(r"[A-Za-z0-9-]+", CLIENT_IP_HEADER):
+    raise ImproperlyConfigured(
+        f"QUORUM_CLIENT_IP_HEADER={CLIENT_IP_HEADER!r} is not a header name: use e.g. X-Real-IP"
+    )
+for _name, _value in (
+    ("QUORUM_LOGIN_FAILURE_LIMIT", LOGIN_FAILURE_LIMIT),
+    ("QUORUM_LOGIN_FAILURE_WINDOW", LOGIN_FAILURE_WINDOW),
+):
+    if _value < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, got {_value}")
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every line passes through core/logs.py, which redacts tokens, passwords and secret values.
+    "filters": {"redact": {"()": "core.logs.RedactSecrets"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "quorum": {

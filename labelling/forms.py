@@ -55,6 +55,9 @@ class ReleaseForm(forms.Form):
         label="Override only these checks",
         widget=forms.CheckboxSelectMultiple,
     )
+    include_personal = forms.BooleanField(
+        required=False, label="Include the payload fields marked personal"
+    )
 
 
 class ProblemForm(forms.Form):

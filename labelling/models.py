@@ -38,6 +38,9 @@ class Project(TimestampedModel):
     # A release is blocked when its class shares moved further than this (total variation
     # distance) from the last release with the same filters (spec `release.max_class_drift`).
     release_max_class_drift = models.FloatField(default=0.1, db_default=0.1)
+    # Top-level payload fields holding personal data (spec `personal_fields`): releases leave them
+    # out unless the engineer asks for them, and the manifest says which it was.
+    personal_fields = models.JSONField(default=list, blank=True, db_default=[])
     # Outside crowds (the spec's `crowd` block): reward, durations, qualifications…
     crowd = models.JSONField(default=dict, blank=True)
 

@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "escalation": {"below_confidence": 0.8, "audit_fraction": 0.02, "harm_weights": {}},
     "release": {"max_class_drift": 0.1},
     "schema": {},
+    # Payload fields that hold personal data: left out of releases unless asked for.
+    "personal_fields": [],
     # Outside crowds (README, "Outside crowds"); `assignments` null means overlap.min.
     "crowd": {
         "reward": 0.05,
@@ -63,6 +65,7 @@ class ProjectSpec:
     escalation_harm_weights: dict[str, float] | None = None
     release_max_class_drift: float = 0.1
     schema: dict[str, dict[str, Any]] | None = None
+    personal_fields: tuple[str, ...] = ()
 
     def model_fields(self) -> dict[str, Any]:
         """The spec as Project model field values."""
@@ -70,6 +73,7 @@ class ProjectSpec:
         fields["labels"] = list(self.labels)
         fields["escalation_harm_weights"] = dict(self.escalation_harm_weights or {})
         fields["schema"] = dict(self.schema or {})
+        fields["personal_fields"] = list(self.personal_fields)
         return fields
 
 
@@ -182,6 +186,29 @@ def _schema(check: _Checker, value: object) -> dict[str, dict[str, Any]]:
     return {str(name): _schema_rule(check, str(name), rule) for name, rule in value.items()}
 
 
+MAX_PERSONAL_FIELDS = 1000
+
+
+def _personal_fields(check: _Checker, value: object) -> tuple[str, ...]:
+    """personal_fields: the names of top-level payload fields that hold personal data."""
+    if not isinstance(value, list):
+        check.fail("personal_fields", "must be a list of payload field names")
+        return ()
+    if len(value) > MAX_PERSONAL_FIELDS:
+        check.fail("personal_fields", f"must name at most {MAX_PERSONAL_FIELDS} fields")
+    names = []
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not name.strip():
+            check.fail(f"personal_fields[{i}]", f"must be a non-empty field name, got {name!r}")
+        elif len(name) > 200:
+            check.fail(f"personal_fields[{i}]", "must be at most 200 characters")
+        elif name in names:
+            check.fail(f"personal_fields[{i}]", f"{name!r} is named twice")
+        else:
+            names.append(name)
+    return tuple(names)
+
+
 def _crowd(check: _Checker, crowd: dict[str, Any]) -> dict[str, Any]:
     """The outside-crowd settings, checked against the platforms' limits (Mechanical Turk's)."""
     out = dict(crowd)
@@ -267,6 +294,7 @@ def parse_spec(data: object) -> ProjectSpec:
             release["max_class_drift"], "release.max_class_drift", 0, 1, open_low=False
         ),
         schema=_schema(check, data.get("schema", {})),
+        personal_fields=_personal_fields(check, data.get("personal_fields", [])),
         crowd=crowd,
     )
     if spec.overlap_max < spec.overlap_min:

@@ -205,6 +205,8 @@ def start_web(
         "ALLOWED_HOSTS": "127.0.0.1",
         "DEBUG": "0",
         "SECURE_COOKIES": "0",
+        # Plain HTTP on loopback: no redirect to HTTPS (on by default with DEBUG off).
+        "SECURE_SSL_REDIRECT": "0",
         **(env or {}),
     }
     command = [str(BIN / "gunicorn"), "core.wsgi:application", "--workers", "1"]

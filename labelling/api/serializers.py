@@ -418,6 +418,11 @@ class ReleaseInput(serializers.Serializer):
         default=None,
         help_text="The checks the override applies to (default: every failed check).",
     )
+    include_personal = serializers.BooleanField(
+        default=False,
+        help_text="Keep the payload fields the project marks personal (left out by default); "
+        "the manifest records the choice.",
+    )
 
 
 class ReleaseOutput(serializers.ModelSerializer):

@@ -488,6 +488,7 @@ class ReleasesView(APIView):
             ),
             override_reason=data["override_reason"],
             override_checks=tuple(data["override_checks"]) if data["override_checks"] else None,
+            include_personal=data["include_personal"],
         )
         release_request_validate(release_request)
         job = job_release_start(

@@ -9,7 +9,7 @@ keys come in jsonb's order (shorter keys first) rather than alphabetically.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import orjson
@@ -97,18 +97,26 @@ def _joined_labellers(project: Project, labeller_ids: list[int]) -> tuple[str, l
     return sql, [labeller_ids, [names(str(i)) for i in labeller_ids], project.pk]
 
 
+def _payload(omit: Sequence[str]) -> tuple[str, list[Any]]:
+    """The payload as JSON text, without the fields left out of the release (personal ones)."""
+    if not omit:
+        return "i.payload::text", []
+    return "(i.payload - %s::text[])::text", [list(omit)]
+
+
 def _columns(
-    project: Project, chosen: Selection
-) -> tuple[dict[str, str], str, tuple[list[Any], list[Any]]]:
+    project: Project, chosen: Selection, omit: Sequence[str]
+) -> tuple[dict[str, str], str, tuple[list[Any], list[Any], list[Any]]]:
     """Each field's SQL (a JSON text, or NULL), the FROM clause, and the parameters of the
-    probabilities column and of the FROM clause."""
+    payload column, of the probabilities column and of the FROM clause."""
+    payload, payload_params = _payload(omit)
     ids = list(project.labellers.values_list("id", flat=True))
     labellers, labeller_params = _labellers(project, ids)
     body, body_params = from_sql(chosen, labellers, labeller_params)
     probabilities, probability_params = _probabilities(list(project.labels))
     columns = {
         "external_id": "to_json(i.external_id)::text",
-        "payload": "i.payload::text",
+        "payload": payload,
         "label": f"to_json({final_label_sql()})::text",
         "label_source": f"to_json({label_source_sql()})::text",
         "confidence": "c.confidence::text",
@@ -123,11 +131,11 @@ def _columns(
         "item_created_at": f"'\"' || {_ts('i.created_at')} || '\"'",
         "approved_at": f"'\"' || {_ts(approved_at_sql())} || '\"'",
     }
-    return columns, body, (probability_params, body_params)
+    return columns, body, (payload_params, probability_params, body_params)
 
 
-def _jsonl(project: Project, chosen: Selection) -> tuple[str, list[Any], str]:
-    columns, body, params = _columns(project, chosen)
+def _jsonl(project: Project, chosen: Selection, omit: Sequence[str]) -> tuple[str, list[Any], str]:
+    columns, body, params = _columns(project, chosen, omit)
     pieces = [
         f"'{'{' if n == 0 else ','}\"{name}\":' || COALESCE({columns[name]}, 'null')"
         for n, name in enumerate(FIELDS)
@@ -135,13 +143,13 @@ def _jsonl(project: Project, chosen: Selection) -> tuple[str, list[Any], str]:
     line = " || ".join(pieces) + " || '}'"
     return (
         f"SELECT {line} {body} ORDER BY {bytewise('i.external_id')}",
-        [*params[0], *params[1]],
+        [*params[0], *params[1], *params[2]],
         VERBATIM,
     )
 
 
-def _csv(project: Project, chosen: Selection) -> tuple[str, list[Any], str]:
-    columns, body, params = _columns(project, chosen)
+def _csv(project: Project, chosen: Selection, omit: Sequence[str]) -> tuple[str, list[Any], str]:
+    columns, body, params = _columns(project, chosen, omit)
     # Plain values in CSV cells (text unquoted), JSON only in the object and list cells.
     plain = {
         "external_id": "i.external_id",
@@ -156,11 +164,14 @@ def _csv(project: Project, chosen: Selection) -> tuple[str, list[Any], str]:
     }
     cells = [f'{plain.get(name, columns[name])} AS "{name}"' for name in FIELDS]
     sql = f"SELECT {', '.join(cells)} {body} ORDER BY {bytewise('i.external_id')}"
-    return sql, [*params[0], *params[1]], "FORMAT csv, HEADER true"
+    # Parameters in the order their columns come: payload (field 2), probabilities (field 10).
+    return sql, [*params[0], *params[1], *params[2]], "FORMAT csv, HEADER true"
 
 
-def _manifest(project: Project, chosen: Selection) -> tuple[str, list[Any], str]:
-    columns, body, params = _columns(project, chosen)
+def _manifest(
+    project: Project, chosen: Selection, omit: Sequence[str]
+) -> tuple[str, list[Any], str]:
+    columns, body, params = _columns(project, chosen, omit)
     slug = project.slug  # a slug is [a-z0-9_-]: safe inside the SQL string
     metadata = (
         "'{\"class-name\":' || " + columns["label"]
@@ -173,28 +184,34 @@ def _manifest(project: Project, chosen: Selection) -> tuple[str, list[Any], str]
     )  # fmt: skip
     index = f"COALESCE((array_position(%s::text[], {final_label_sql()}) - 1)::text, 'null')"
     line = (
-        "'{\"source\":' || i.payload::text || ',\"external-id\":' || "
+        "'{\"source\":' || "
+        + columns["payload"]
+        + " || ',\"external-id\":' || "
         + columns["external_id"]
         + f" || ',\"{slug}\":' || {index} || ',\"{slug}-metadata\":' || {metadata} || '}}'"
     )
-    # No probabilities in these lines: only the class index's parameter precedes the FROM's.
+    # No probabilities in these lines: the payload's and the class index's parameters precede
+    # the FROM's.
     return (
         f"SELECT {line} {body} ORDER BY {bytewise('i.external_id')}",
-        [list(project.labels), *params[1]],
+        [*params[0], list(project.labels), *params[2]],
         VERBATIM,
     )
 
 
-BUILDERS: dict[str, Callable[[Project, Selection], tuple[str, list[Any], str]]] = {
+BUILDERS: dict[str, Callable[[Project, Selection, Sequence[str]], tuple[str, list[Any], str]]] = {
     "jsonl": _jsonl,
     "csv": _csv,
     "manifest": _manifest,
 }
 
 
-def copy_chunks(project: Project, chosen: Selection, fmt: str) -> Generator[bytes]:
-    """The finished data file of a release, in chunks, as PostgreSQL writes it."""
-    sql, params, options = BUILDERS[fmt](project, chosen)
+def copy_chunks(
+    project: Project, chosen: Selection, fmt: str, omit: Sequence[str] = ()
+) -> Generator[bytes]:
+    """The finished data file of a release, in chunks, as PostgreSQL writes it; payload fields
+    named in `omit` are left out."""
+    sql, params, options = BUILDERS[fmt](project, chosen, omit)
     with connection.cursor() as cursor:
         raw = cursor.cursor  # psycopg's own cursor: Django's wrapper has no copy()
         with raw.copy(f"COPY ({sql}) TO STDOUT WITH ({options})", params) as copy:

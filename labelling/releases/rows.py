@@ -269,9 +269,10 @@ class Row:
 class RowBuilder:
     """Turns raw columns into data rows: labels chosen, labellers pseudonymised, JSON sorted."""
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, omit: Sequence[str] = ()) -> None:
         self.labels = list(project.labels)
         self.pseudonym = Pseudonyms(project)
+        self.omit = frozenset(omit)
 
     def _probabilities(self, raw: str | None) -> dict[str, float] | None:
         if raw is None:
@@ -286,6 +287,8 @@ class RowBuilder:
          model_version, probabilities, source, split, created_at, approved_at,
          labellers) = raw  # fmt: skip
         payload = orjson.loads(payload_text)
+        if self.omit:
+            payload = {k: v for k, v in payload.items() if k not in self.omit}
         data = {
             "external_id": external_id,
             "payload": orjson.Fragment(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)),

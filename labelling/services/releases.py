@@ -44,6 +44,8 @@ class ReleaseRequest:
     filters: rows.Filters = field(default_factory=rows.Filters)
     override_reason: str = ""
     override_checks: tuple[str, ...] | None = None
+    # Keep the project's personal payload fields in the rows (left out by default).
+    include_personal: bool = False
 
     def as_params(self) -> dict[str, Any]:
         """The request as a job's parameters."""
@@ -52,6 +54,7 @@ class ReleaseRequest:
             "filters": self.filters.as_dict(),
             "override_reason": self.override_reason,
             "override_checks": list(self.override_checks) if self.override_checks else None,
+            "include_personal": self.include_personal,
         }
 
     @classmethod
@@ -63,7 +66,12 @@ class ReleaseRequest:
             filters=rows.Filters(**params["filters"]),
             override_reason=params.get("override_reason") or "",
             override_checks=tuple(checked) if checked else None,
+            include_personal=bool(params.get("include_personal", False)),
         )
+
+    def omitted(self, project: Project) -> list[str]:
+        """The payload fields the rows leave out: the project's personal ones, unless asked for."""
+        return [] if self.include_personal else list(project.personal_fields or [])
 
 
 def release_request_validate(request: ReleaseRequest) -> None:
@@ -123,25 +131,30 @@ class Written:
     label_source_counts: dict[str, int]
 
 
-def _python_lines(project: Project, chosen: rows.Selection, fmt: str) -> Generator[bytes]:
+def _python_lines(
+    project: Project, chosen: rows.Selection, fmt: str, omit: list[str]
+) -> Generator[bytes]:
     header, line = line_writer(fmt, project)
-    build = rows.RowBuilder(project)
+    build = rows.RowBuilder(project, omit)
     yield header
     for raw in rows.raw_rows(chosen):
         yield line(build(raw).data)
 
 
-def _chunks(project: Project, chosen: rows.Selection, fmt: str) -> Generator[bytes]:
-    """The data file's bytes: written by PostgreSQL itself (COPY), else row by row in Python."""
+def _chunks(
+    project: Project, chosen: rows.Selection, fmt: str, omit: list[str]
+) -> Generator[bytes]:
+    """The data file's bytes: written by PostgreSQL itself (COPY), else row by row in Python;
+    without the payload fields in `omit`."""
     if connection.vendor == "postgresql":
-        return copy_chunks(project, chosen, fmt)
-    return _python_lines(project, chosen, fmt)
+        return copy_chunks(project, chosen, fmt, omit)
+    return _python_lines(project, chosen, fmt, omit)
 
 
 def _stream(
     project: Project,
     chosen: rows.Selection,
-    fmt: str,
+    request: ReleaseRequest,
     path: Path,
     progress: Progress | None,
     total: int,
@@ -151,7 +164,8 @@ def _stream(
     with open(path, "wb") as stream:
         out = HashingWriter(stream)
         # Closed on any failure: an abandoned COPY would hold the connection for ever.
-        with contextlib.closing(_chunks(project, chosen, fmt)) as chunks:
+        omit = request.omitted(project)
+        with contextlib.closing(_chunks(project, chosen, request.fmt, omit)) as chunks:
             for chunk in chunks:
                 out.write(chunk)
                 # Lines approximate rows (a CSV cell may hold a newline): enough for progress.
@@ -194,6 +208,10 @@ def _manifest(
         "size_bytes": written.size_bytes,
         "code_version": code_version(),
         "labellers": "pseudonymous: hmac-sha256(SECRET_KEY, project id and labeller id), 16 hex",
+        "personal_fields": {
+            "fields": list(project.personal_fields or []),
+            "included": request.include_personal,
+        },
     }
 
 
@@ -327,7 +345,7 @@ def _build(
             )
         staging = storage.staging()
         try:
-            written = _stream(project, chosen, request.fmt, staging / "data", progress, total)
+            written = _stream(project, chosen, request, staging / "data", progress, total)
             (staging / "data").rename(staging / f"data.{EXTENSIONS[request.fmt]}")
             previous = _previous_comparable(project, request.filters)
             results.append(

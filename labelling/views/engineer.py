@@ -148,6 +148,7 @@ def _start_release(request: HttpRequest, project: Project, form: ReleaseForm) ->
         ),
         override_reason=data["override_reason"],
         override_checks=tuple(data["override_checks"]) or None,
+        include_personal=data["include_personal"],
     )
     try:
         release_request_validate(release_request)

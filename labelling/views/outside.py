@@ -15,6 +15,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from core import security as csp
 from core.exceptions import QuorumError
 from labelling.crowd import services
 from labelling.crowd.link import LinkPlatform
@@ -34,7 +35,8 @@ def _duration(request: HttpRequest) -> int | None:
 def _frame_headers(response: HttpResponse) -> HttpResponse:
     """Only Amazon's worker sites may frame the page (X-Frame-Options is off for it alone)."""
     hosts = " ".join(settings.MTURK_WORKER_HOSTS)
-    response["Content-Security-Policy"] = f"frame-ancestors {hosts}"
+    # The saved answer is posted on to Amazon's externalSubmit: those sites are form targets too.
+    response[csp.HEADER] = csp.policy(frame_ancestors=hosts, form_action=f"'self' {hosts}")
     response["Referrer-Policy"] = "no-referrer"
     return response
 

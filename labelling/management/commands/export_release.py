@@ -1,4 +1,5 @@
-"""`export_release SLUG [--format jsonl|csv|manifest] [--out DIR]`: freeze a new release."""
+"""`export_release SLUG [--format jsonl|csv|manifest] [--out DIR] [--include-personal]`: freeze a
+new release."""
 
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ class Command(QuorumCommand):
             help="release even though data checks fail; the reason goes into the manifest",
         )
         parser.add_argument(
+            "--include-personal",
+            action="store_true",
+            help="keep the payload fields the project marks personal (left out by default); "
+            "the manifest records the choice",
+        )
+        parser.add_argument(
             "--only-check",
             action="append",
             dest="checks",
@@ -50,6 +57,7 @@ class Command(QuorumCommand):
             ),
             override_reason=options["override_checks"],
             override_checks=tuple(options["checks"]) if options["checks"] else None,
+            include_personal=options["include_personal"],
         )
         release = release_create(
             project=project,
@@ -60,6 +68,9 @@ class Command(QuorumCommand):
             f"release v{release.version}: {release.row_count} rows, sha256 {release.sha256}"
         )
         self.stdout.write(f"  {release.location}/{release.data_file}")
+        if project.personal_fields:
+            kept = "included" if request.include_personal else "left out"
+            self.stdout.write(f"  personal fields {kept}: {', '.join(project.personal_fields)}")
         for check in release.checks:
             verdict = "overridden" if check["overridden"] else "passed"
             self.stdout.write(f"  {check['check']}: {verdict}: {check['message']}")

@@ -65,9 +65,10 @@ def test_only_amazons_worker_sites_may_frame_the_page(hit: tuple[CrowdBatch, str
     _, hit_id = hit
     response = framed(Client(), hit_id)
 
-    assert response["Content-Security-Policy"] == (
-        "frame-ancestors https://www.mturk.com https://workersandbox.mturk.com"
-    )
+    policy = dict(d.strip().split(" ", 1) for d in response["Content-Security-Policy"].split(";"))
+    assert policy["frame-ancestors"] == "https://www.mturk.com https://workersandbox.mturk.com"
+    assert policy["form-action"] == "'self' https://www.mturk.com https://workersandbox.mturk.com"
+    assert policy["script-src"] == "'self'"
     assert "X-Frame-Options" not in response
     assert Client().get("/accounts/login/")["X-Frame-Options"] == "DENY"
 
