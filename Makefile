@@ -36,10 +36,10 @@ run: $(VENV)/.runtime
 	echo "" && \
 	exec $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-## worker: a Celery worker with the periodic scheduler (needs REDIS_URL)
+## worker: a Celery worker with the periodic scheduler (needs REDIS_URL), started again if it exits
 worker: $(VENV)/.runtime
 	@test -n "$$REDIS_URL" || { echo "set REDIS_URL=redis://… first: without it, jobs run in-process"; exit 1; }
-	$(BIN)/celery -A core worker --beat --loglevel=info
+	CELERY=$(BIN)/celery scripts/worker.sh --beat --loglevel=info
 
 # Backups need no secret key of their own: without SECRET_KEY (a local checkout), DEBUG is on as
 # for `make run`; in production the server's environment applies.

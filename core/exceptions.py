@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+logger = logging.getLogger("quorum.errors")
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,48 @@ class StorageError(QuorumError):
     code = "storage_error"
 
 
+# PostgreSQL's SQLSTATEs of a lost or refused connection: class 08 (connection exception), an
+# administrator's or a crash's shutdown of the backend, a server starting up, too many clients.
+_LOST_CONNECTION_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+_BUSY_SQLITE = {"SQLITE_BUSY", "SQLITE_LOCKED"}
+# How long a client should wait before trying again once the database was unavailable.
+RETRY_AFTER_SECONDS = 5
+DATABASE_UNAVAILABLE = {
+    "detail": "the database is unavailable for a moment; nothing was changed, try again shortly",
+    "code": "database_unavailable",
+}
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` is the database being out of reach (a dropped connection, a server restart,
+    SQLite's lock held too long), not a bug in a query: such a request can simply be retried."""
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    name = getattr(cause, "sqlite_errorname", None)
+    if name is not None:
+        return name in _BUSY_SQLITE
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    # No SQLSTATE: the driver itself found the connection closed or could not open it.
+    return state is None or str(state).startswith(_LOST_CONNECTION_STATES)
+
+
+def database_unavailable_response() -> Response:
+    """The API's answer while the database is out of reach: 503 with Retry-After."""
+    response = Response(DATABASE_UNAVAILABLE, status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Map domain errors to their status and body; leave the rest to DRF."""
+    """Map domain errors to their status and body, a lost database to 503; the rest to DRF."""
     if isinstance(exc, QuorumError):
         return Response(exc.as_dict(), status=exc.status_code)
+    if database_unavailable(exc):
+        logger.warning("database unavailable: %s", exc)
+        return database_unavailable_response()
     return exception_handler(exc, context)
 
 

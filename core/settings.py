@@ -107,6 +107,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "core.urls"
@@ -174,20 +175,44 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# How often the periodic scheduler expires leases and recomputes the projects whose labels
+# changed since their last consensus (what catches up after Redis or a worker was down).
+EXPIRE_LEASES_SECONDS = env_float("QUORUM_EXPIRE_LEASES_SECONDS", 30.0)
+CATCH_UP_SECONDS = env_float("QUORUM_CATCH_UP_SECONDS", 300.0)
 CELERY_BEAT_SCHEDULE = {
     "resend-queued-jobs": {"task": "labelling.resend_queued_jobs", "schedule": 60.0},
-    "expire-leases": {"task": "labelling.expire_leases", "schedule": 30.0},
-    "aggregate-stale-projects": {"task": "labelling.aggregate_stale_projects", "schedule": 300.0},
+    "expire-leases": {"task": "labelling.expire_leases", "schedule": EXPIRE_LEASES_SECONDS},
+    "aggregate-stale-projects": {
+        "task": "labelling.aggregate_stale_projects",
+        "schedule": CATCH_UP_SECONDS,
+    },
     "sync-crowd-batches": {"task": "labelling.sync_crowd_batches", "schedule": 120.0},
 }
+# A task whose worker died (killed, out of memory, machine lost) is not acknowledged (acks_late);
+# Redis hands it to another worker once this many seconds have passed since it was taken. It
+# must exceed the hard time limit, or a task still running would be handed out a second time.
+BROKER_VISIBILITY_TIMEOUT = env_int(
+    "QUORUM_BROKER_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 300
+)
 # A web request must not hang when Redis is down: fail the publish fast and let the caller
 # record that the job still waits to be sent.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
+}
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # An unreachable Redis fails a cache call within a second instead of hanging the
+            # request; the callers carry on without the cache (see labelling/services/debounce.py).
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )

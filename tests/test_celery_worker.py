@@ -10,16 +10,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
 
 from core.celery import app as celery_app
 from labelling.models import Item, Job, Prediction, Project
 from labelling.services.jobs import job_import_start
+from tests.processes import database_url_of_this_run
 
 REPO = Path(__file__).resolve().parents[1]
 CELERY = Path(sys.executable).with_name("celery")
@@ -32,16 +31,6 @@ CONTENT = (
 )
 
 pytestmark = [pytest.mark.needs_postgres, pytest.mark.needs_redis]
-
-
-def database_url_of_this_run() -> str:
-    """A DATABASE_URL for the database this test run uses (test_…, not the configured one)."""
-    db = connection.settings_dict
-    user = quote(db["USER"] or "", safe="")
-    password = f":{quote(str(db['PASSWORD']), safe='')}" if db["PASSWORD"] else ""
-    host = db["HOST"] or "localhost"
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{user}{password}@{host}{port}/{db['NAME']}"
 
 
 @pytest.fixture

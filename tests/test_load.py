@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from django.conf import settings
 
-from tests.test_celery_worker import database_url_of_this_run
+from tests.processes import database_url_of_this_run
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.needs_postgres, pytest.mark.needs_redis, pytest.mark.django_db]

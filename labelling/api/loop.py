@@ -18,10 +18,10 @@ import orjson
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework.throttling import ScopedRateThrottle
 
 from core.exceptions import QuorumError
 from core.permissions import LABELLERS
+from core.throttling import FailOpenScopedRateThrottle
 from labelling.api import views
 from labelling.api.serializers import label_body, task_body
 from labelling.selectors import labeller_by_token, user_id_by_token
@@ -115,7 +115,7 @@ def submit_label(request: HttpRequest, lease_id: int) -> HttpResponse:
         raise _Fallback
     label, duration = _answer(request)
     shim = _Throttled(user_id)
-    if not ScopedRateThrottle().allow_request(shim, shim):  # type: ignore[arg-type]
+    if not FailOpenScopedRateThrottle().allow_request(shim, shim):  # type: ignore[arg-type]
         raise _Fallback  # DRF answers 429 with its Retry-After
     submitted = label_submit(
         lease_id=lease_id, user=shim.user, value=label, duration_ms=duration, source="api"

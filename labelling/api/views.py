@@ -15,11 +15,11 @@ from rest_framework import status
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from core.exceptions import InputError, InvalidInput, NotFound
 from core.permissions import ENGINEERS, LABELLERS, REVIEWERS
+from core.throttling import FailOpenScopedRateThrottle
 from labelling.api.serializers import (
     ERROR_SCHEMA,
     DecisionInput,
@@ -241,7 +241,7 @@ class NextTaskView(APIView):
 class LabelSubmitView(APIView):
     """Answer a leased item. Repeating the same call returns the first answer."""
 
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [FailOpenScopedRateThrottle]
     throttle_scope = "labels"
 
     @extend_schema(

@@ -7,9 +7,11 @@ last, and a failed upload deletes what it wrote. Nothing half-written is ever un
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,8 @@ from core.exceptions import NotFound, StorageError
 logger = logging.getLogger("quorum.releases")
 CHUNK = 1024 * 1024
 STAGING = ".staging"
+# A staging folder this old belongs to no running release (a day: far above the task time limit).
+STALE_STAGING_SECONDS = 24 * 3600
 
 
 class ReleaseStorage(Protocol):
@@ -54,6 +58,17 @@ def discard(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def _sweep(folder: Path, *, keep: Path) -> None:
+    """Delete the staging folders of releases whose process died (a killed worker cleans up
+    nothing) once they are older than any release could run."""
+    cutoff = time.time() - STALE_STAGING_SECONDS
+    for stale in folder.iterdir():
+        with contextlib.suppress(OSError):
+            if stale != keep and stale.stat().st_mtime < cutoff:
+                logger.warning("deleting %s, left by a release that did not finish", stale)
+                discard(stale)
+
+
 class LocalStorage:
     """Release folders under a local directory (`file:///abs/dir`)."""
 
@@ -64,6 +79,7 @@ class LocalStorage:
         # Inside the root, so that publishing is a rename on the same file system.
         path = self.root / STAGING / uuid.uuid4().hex
         path.mkdir(parents=True)
+        _sweep(self.root / STAGING, keep=path)
         return path
 
     def publish(self, *, staging: Path, folder: str) -> str:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,10 @@ ITEMS_OUT = "quorum_consensus_items"
 LABELLERS_OUT = "quorum_consensus_labellers"
 # The size labelling/importing/staging.py gives temporary tables (see _temp_buffers).
 TEMP_BUFFERS = "512MB"
+# A label is stamped when its row is written but seen by a recomputation only once committed, and
+# a recomputation is stamped when it stores its results: a label committed during a run can carry
+# an older time than the run. The catch-up counts labels this much older than the last run as new.
+CATCH_UP_MARGIN = timedelta(minutes=2)
 
 
 @dataclass
@@ -797,7 +802,8 @@ def consensus_catch_up() -> int:
         ]
         newer = Label.objects.filter(project=project)
         if last is not None:
-            newer = newer.filter(Q(created_at__gt=last) | Q(voided_at__gt=last))
+            since = last - CATCH_UP_MARGIN
+            newer = newer.filter(Q(created_at__gt=since) | Q(voided_at__gt=since))
         if newer.exists():
             consensus_schedule(project_id=project.pk)
             stale += 1

@@ -21,17 +21,27 @@ def recompute_soon(*, kind: str, project_id: int, task: Any, seconds: int) -> No
     periodic catch-up or the command) recomputes the project.
     """
     key = _pending_key(kind, project_id)
-    if not cache.add(key, 1, timeout=seconds * 6):
-        return
     try:
+        # The cache is on Redis too: when Redis is down this raises, as the enqueue would.
+        if not cache.add(key, 1, timeout=seconds * 6):
+            return
         task.apply_async((project_id,), countdown=seconds)
     except Exception:
-        cache.delete(key)
         logger.exception(
             "could not schedule the %s of project %s; a later run catches up", kind, project_id
         )
+        _forget(key)
+
+
+def _forget(key: str) -> None:
+    """Drop the pending mark of a run that was never sent, if the cache can be reached."""
+    try:
+        cache.delete(key)
+    except Exception:
+        # Redis is down: the mark expires with it, or after its timeout.
+        logger.warning("could not clear %s; it expires by itself", key)
 
 
 def recompute_started(*, kind: str, project_id: int) -> None:
     """The pending run has started: changes from now on ask for another."""
-    cache.delete(_pending_key(kind, project_id))
+    _forget(_pending_key(kind, project_id))

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.exceptions import QuorumError
-from labelling.models import Job, Project
+from labelling.models import Job, Project, Release
 from labelling.services.imports import predictions_import
 
 logger = logging.getLogger("quorum.jobs")
@@ -28,7 +28,11 @@ def _progress_key(job_id: int) -> str:
 def job_live_progress(job: Job) -> float:
     """The job's progress: live from the cache while it runs, else as stored."""
     if job.status == Job.Status.RUNNING:
-        return float(cache.get(_progress_key(job.pk), job.progress))
+        try:
+            return float(cache.get(_progress_key(job.pk), job.progress))
+        except Exception:
+            # Redis is down: the stored figure is older, but the job's page still answers.
+            logger.warning("live progress of job %s unavailable: the cache is down", job.pk)
     return job.progress
 
 
@@ -127,7 +131,9 @@ def _run_release(job: Job) -> dict[str, Any]:
     def progress(done: int, total: int) -> None:
         cache.set(_progress_key(job.pk), min(done / max(total, 1), 0.99), PROGRESS_TTL)
 
-    release = release_create(
+    # A worker that died after publishing but before recording the job's end hands the job to
+    # another: the release it published is the job's result, not a reason for a second one.
+    release = Release.objects.filter(job=job).first() or release_create(
         project=job.project,
         user=job.created_by,
         request=ReleaseRequest.from_params(job.params),

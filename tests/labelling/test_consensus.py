@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from core.exceptions import InvalidInput
@@ -26,7 +29,7 @@ from labelling.models import (
     QueueEntry,
 )
 from labelling.policy import parse_policy
-from labelling.services.consensus import consensus_compute
+from labelling.services.consensus import consensus_catch_up, consensus_compute
 from labelling.services.gold import gold_import
 from labelling.services.imports import predictions_import
 from labelling.services.labellers import labeller_reject
@@ -312,3 +315,55 @@ def test_import_labels_command_reads_csv(project: Project, tmp_path: Path) -> No
     call_command("import_labels", "pet-match", str(path), stdout=out)
 
     assert out.getvalue().startswith("rows: 2, new items: 1, new labellers: 2, new labels: 2")
+
+
+@pytest.fixture
+def inline_recomputation(settings: Any) -> None:
+    """consensus_schedule recomputes at once, as with in-process jobs, even on Redis."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+
+def stamp_labels(project: Project, at: datetime) -> None:
+    Label.objects.filter(project=project).update(created_at=at)
+
+
+def test_the_catch_up_recomputes_a_project_with_labels_newer_than_its_consensus(
+    project: Project, inline_recomputation: None
+) -> None:
+    load(project, {"a1": {"w1": "match", "w2": "match"}})
+    consensus_compute(project=project)
+    # Labels that arrived while no recomputation could be sent (Redis down).
+    load(project, {"a1": {"w3": "match"}, "a2": {"w1": "no_match", "w2": "no_match"}})
+
+    assert consensus_catch_up() == 1
+    assert dict(Consensus.objects.values_list("item__external_id", "n_labels")) == {
+        "a1": 3,
+        "a2": 2,
+    }
+
+
+def test_the_catch_up_leaves_a_project_whose_consensus_is_current(
+    project: Project, inline_recomputation: None
+) -> None:
+    load(project, {"a1": {"w1": "match", "w2": "match"}})
+    stamp_labels(project, timezone.now() - timedelta(hours=1))
+    consensus_compute(project=project)
+
+    assert consensus_catch_up() == 0
+
+
+def test_the_catch_up_recomputes_after_a_label_stamped_before_the_last_run_but_committed_after(
+    project: Project, inline_recomputation: None
+) -> None:
+    load(project, {"a1": {"w1": "match", "w2": "match"}})
+    stamp_labels(project, timezone.now() - timedelta(hours=1))
+    consensus_compute(project=project)
+    computed = Consensus.objects.get().computed_at
+    # A label written while that run was computing, committed after it had read the labels.
+    load(project, {"a1": {"w3": "no_match"}})
+    Label.objects.filter(labeller__worker_id="w3").update(
+        created_at=computed - timedelta(seconds=5)
+    )
+
+    assert consensus_catch_up() == 1
+    assert Consensus.objects.get().n_labels == 3
