@@ -26,11 +26,12 @@ from tests.security.world import (
 CROWD_SIDE = ("anonymous", "crowd", "crowd_other")
 # Every key a crowd labeller may ever receive in JSON: a task (lease, item, labels,
 # instructions, expires_at), their own answer (id, lease, label, duration_ms, created_at), a
-# lease's state, and errors.
+# lease's state, errors, and the public health check (whether the services answer).
 CROWD_KEYS = {
     "lease", "item", "external_id", "payload", "labels", "instructions", "expires_at",
     "id", "label", "duration_ms", "created_at", "state",
     "detail", "code", "errors", "total_errors", "line", "field", "reason",
+    "status", "database", "redis",
 }  # fmt: skip
 # Words of the engineer's and expert's screens and data that a crowd page never holds.
 TELLING_WORDS = ("gold", "consensus", "posterior", "confidence", "agreement", "probabilit",
