@@ -14,3 +14,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("labelling.urls")),
 ]
+
+handler404 = "core.exceptions.page_not_found"
