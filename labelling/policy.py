@@ -66,9 +66,11 @@ def _number(value: Any) -> bool:
         return False
 
 
-def _count(value: Any) -> bool:
-    """A whole number from 0 to MAX_COUNT."""
-    return not isinstance(value, bool) and isinstance(value, int) and 0 <= value <= MAX_COUNT
+def _count_problem(value: Any) -> str | None:
+    """What is wrong with a count (a whole number from 0 to MAX_COUNT), or None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"must be a whole number ≥ 0, got {value!r}"
+    return f"must be at most {MAX_COUNT}, got {value}" if value > MAX_COUNT else None
 
 
 def unknown_field(name: str) -> str:
@@ -103,8 +105,8 @@ class _RuleChecker:
             )
         if "top" not in rule and "above" not in rule:
             self.fail("", "an uncertain rule needs `top` (how many) or `above` (a score)")
-        if "top" in rule and not _count(rule["top"]):
-            self.fail("top", f"must be a whole number from 0 to {MAX_COUNT}, got {rule['top']!r}")
+        if "top" in rule and (problem := _count_problem(rule["top"])) is not None:
+            self.fail("top", problem)
         if "above" in rule and not _number(rule["above"]):
             self.fail("above", f"must be a number, got {rule['above']!r}")
 
@@ -144,10 +146,8 @@ def parse_policy(data: Any, *, budget: int | None = None) -> Policy:
     for i, rule in enumerate(rules):
         _RuleChecker(errors, f"rules[{i}]").check(rule)
     chosen = budget if budget is not None else data.get("budget")
-    if chosen is not None and not _count(chosen):
-        errors.append(
-            InputError(f"must be a whole number from 0 to {MAX_COUNT}, got {chosen!r}", "budget")
-        )
+    if chosen is not None and (problem := _count_problem(chosen)) is not None:
+        errors.append(InputError(problem, field="budget"))
     if errors:
         raise InvalidInput("the queue policy is invalid", errors=errors)
     return Policy(rules=tuple(dict(rule) for rule in rules), budget=chosen)
