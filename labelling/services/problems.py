@@ -48,6 +48,7 @@ def _text(value: Any, name: str, limit: int, errors: list[InputError], *, requir
     text = value.strip()
     if (reason := unstorable(text)) is not None:
         errors.append(InputError(reason, name))
+        return ""  # not even looked up: PostgreSQL refuses it in a query too
     if required and not text:
         errors.append(InputError("must not be empty", name))
     if len(text) > limit:
