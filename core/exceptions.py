@@ -8,8 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions as drf
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
+
+from core.text import printable
 
 logger = logging.getLogger("quorum.errors")
 
@@ -24,12 +30,13 @@ class InputError:
 
     def __str__(self) -> str:
         where = [f"line {self.line}"] if self.line is not None else []
-        where += [f"field {self.field}"] if self.field else []
-        return f"{', '.join(where)}: {self.reason}" if where else self.reason
+        where += [f"field {printable(self.field)}"] if self.field else []
+        reason = printable(self.reason)
+        return f"{', '.join(where)}: {reason}" if where else reason
 
     def as_dict(self) -> dict[str, Any]:
-        """The error as the API shows it."""
-        return {"line": self.line, "field": self.field, "reason": self.reason}
+        """The error as the API shows it (field names and reasons may quote what was sent)."""
+        return {"line": self.line, "field": printable(self.field), "reason": printable(self.reason)}
 
 
 class QuorumError(Exception):
@@ -49,7 +56,7 @@ class QuorumError(Exception):
 
     def as_dict(self) -> dict[str, Any]:
         """The error as the API shows it."""
-        body: dict[str, Any] = {"detail": self.message, "code": self.code}
+        body: dict[str, Any] = {"detail": printable(self.message), "code": self.code}
         if self.errors:
             body["errors"] = [error.as_dict() for error in self.errors]
             body["total_errors"] = self.total_errors
@@ -57,7 +64,7 @@ class QuorumError(Exception):
 
     def report(self) -> str:
         """The error as the command line prints it, one problem a line."""
-        lines = [self.message] + [f"  {error}" for error in self.errors]
+        lines = [printable(self.message)] + [f"  {error}" for error in self.errors]
         if self.total_errors > len(self.errors):
             lines.append(f"  … and {self.total_errors - len(self.errors)} more errors")
         return "\n".join(lines)
@@ -133,13 +140,63 @@ def database_unavailable_response() -> Response:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Map domain errors to their status and body, a lost database to 503; the rest to DRF."""
+    """Map every refused request to its status and one body shape: `detail`, `code` and, for
+    invalid input, `errors` naming each field; a lost database to 503 with Retry-After. Anything
+    else is a server error (a bug)."""
     if isinstance(exc, QuorumError):
         return Response(exc.as_dict(), status=exc.status_code)
     if database_unavailable(exc):
         logger.warning("database unavailable: %s", exc)
         return database_unavailable_response()
-    return exception_handler(exc, context)
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, drf.ValidationError):
+        errors = _field_errors(exc.detail)
+        first = f": {errors[0]}" if errors else ""
+        response.data = InvalidInput(f"the request is invalid{first}", errors=errors).as_dict()
+    elif isinstance(exc, drf.APIException):
+        code = exc.get_codes()
+        response.data = {
+            "detail": printable(str(exc.detail)),
+            "code": code if isinstance(code, str) else exc.default_code,
+        }
+    return response
+
+
+def _field_errors(detail: Any, field: str = "") -> list[InputError]:
+    """DRF's nested {field: [messages]} as flat errors with dotted field names."""
+    if isinstance(detail, dict):
+        return [
+            error
+            for key, value in detail.items()
+            for error in _field_errors(value, _join(field, key))
+        ]
+    if isinstance(detail, list):
+        # A list field's errors come as one entry per element, empty where the element is fine.
+        nested = any(isinstance(item, dict | list) for item in detail)
+        return [
+            error
+            for index, item in enumerate(detail)
+            for error in _field_errors(item, f"{field}[{index}]" if nested else field)
+        ]
+    return [InputError(str(detail), field=field)]
+
+
+def _join(field: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{field}[{key}]"
+    name = "" if key == api_settings.NON_FIELD_ERRORS_KEY else str(key)
+    return f"{field}.{name}" if field and name else field or name
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """A URL that matches nothing: under /api/ a JSON error like every other API answer, else
+    the page."""
+    if request.path.startswith("/api/"):
+        body = NotFound(f"no API endpoint at {request.path}").as_dict()
+        return JsonResponse(body, status=NotFound.status_code)
+    return defaults.page_not_found(request, exception)
 
 
 class PlatformError(QuorumError):

@@ -39,3 +39,5 @@ urlpatterns = [
     path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("labelling.urls")),
 ]
+
+handler404 = "core.exceptions.page_not_found"

@@ -52,8 +52,30 @@ class Policy:
         return any(rule.get("measure") == "mutual_information" for rule in self.rules)
 
 
+# Counts are stored as 32-bit integers (the budget's column): more would not fit, nor mean much.
+MAX_COUNT = 2**31 - 1
+
+
 def _number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    """A finite number that fits a float (an integer of 400 digits does not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _count_problem(value: Any) -> str | None:
+    """What is wrong with a count (a whole number from 0 to MAX_COUNT), or None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"must be a whole number ≥ 0, got {value!r}"
+    return f"must be at most {MAX_COUNT}, got {value}" if value > MAX_COUNT else None
+
+
+def unknown_field(name: str) -> str:
+    """The reason for an unknown field; an empty name is easy to miss, so it is said."""
+    return "unknown field" if name else "unknown field with an empty name"
 
 
 class _RuleChecker:
@@ -83,9 +105,8 @@ class _RuleChecker:
             )
         if "top" not in rule and "above" not in rule:
             self.fail("", "an uncertain rule needs `top` (how many) or `above` (a score)")
-        top = rule.get("top")
-        if "top" in rule and (isinstance(top, bool) or not isinstance(top, int) or top < 0):
-            self.fail("top", f"must be a whole number ≥ 0, got {top!r}")
+        if "top" in rule and (problem := _count_problem(rule["top"])) is not None:
+            self.fail("top", problem)
         if "above" in rule and not _number(rule["above"]):
             self.fail("above", f"must be a number, got {rule['above']!r}")
 
@@ -94,11 +115,13 @@ class _RuleChecker:
             self.fail("", "must be an object with a `rule` field")
             return
         name = rule.get("rule")
-        if name not in FIELDS:
+        if not isinstance(name, str) or name not in FIELDS:
             self.fail("rule", f"unknown rule {name!r}: use one of {', '.join(FIELDS)}")
             return
         for unknown in sorted(set(rule) - FIELDS[name]):
-            self.fail(unknown, f"is not a field of the {name} rule")
+            self.fail(
+                unknown, f"is not a field of the {name} rule" if unknown else unknown_field("")
+            )
         if name == "near_threshold":
             self.bounded(rule, "band", 0, 0.5, open_low=True)
         elif name == "uncertain":
@@ -115,7 +138,7 @@ def parse_policy(data: Any, *, budget: int | None = None) -> Policy:
     if not isinstance(data, dict):
         raise InvalidInput("the queue policy must be a JSON object with `rules`")
     for unknown in sorted(set(data) - {"rules", "budget"}):
-        errors.append(InputError("unknown field (known: budget, rules)", field=unknown))
+        errors.append(InputError(f"{unknown_field(unknown)} (known: budget, rules)", field=unknown))
     rules = data.get("rules")
     if not isinstance(rules, list) or not rules:
         errors.append(InputError("must be a non-empty list of rules", field="rules"))
@@ -123,10 +146,8 @@ def parse_policy(data: Any, *, budget: int | None = None) -> Policy:
     for i, rule in enumerate(rules):
         _RuleChecker(errors, f"rules[{i}]").check(rule)
     chosen = budget if budget is not None else data.get("budget")
-    if chosen is not None and (
-        isinstance(chosen, bool) or not isinstance(chosen, int) or chosen < 0
-    ):
-        errors.append(InputError(f"must be a whole number ≥ 0, got {chosen!r}", field="budget"))
+    if chosen is not None and (problem := _count_problem(chosen)) is not None:
+        errors.append(InputError(problem, field="budget"))
     if errors:
         raise InvalidInput("the queue policy is invalid", errors=errors)
     return Policy(rules=tuple(dict(rule) for rule in rules), budget=chosen)

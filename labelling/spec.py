@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from core.exceptions import InputError, InvalidInput
+from core.text import unstorable
+from labelling.policy import unknown_field
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 MAX_LABELS = 1000
@@ -77,6 +79,16 @@ class ProjectSpec:
         return fields
 
 
+def _finite(value: object) -> TypeGuard[int | float]:
+    """A finite number that fits a float (an integer of 400 digits does not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 class _Checker:
     """Collects every problem in a spec instead of stopping at the first."""
 
@@ -90,11 +102,7 @@ class _Checker:
         self, value: object, field: str, low: float, high: float, *, open_low: bool
     ) -> float:
         """A finite number within [low, high] (or (low, high] when open_low)."""
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
+        if not _finite(value):
             self.fail(field, f"must be a number, got {value!r}")
             return low
         if value < low or value > high or (open_low and value == low):
@@ -127,7 +135,9 @@ class _Checker:
             self.fail(key, "must be an object")
             value = {}
         for unknown in sorted(set(value) - known):
-            self.fail(f"{key}.{unknown}", f"unknown field (known: {', '.join(sorted(known))})")
+            self.fail(
+                f"{key}.{unknown}", f"{unknown_field(unknown)} (known: {', '.join(sorted(known))})"
+            )
         return {**DEFAULTS[key], **value}
 
 
@@ -169,7 +179,7 @@ def _schema_rule(check: _Checker, name: str, rule: object) -> dict[str, Any]:
         check.fail(
             f"{where}.{unknown}", f"unknown field (known: {', '.join(sorted(SCHEMA_RULE_FIELDS))})"
         )
-    if "type" in rule and rule["type"] not in SCHEMA_TYPES:
+    if "type" in rule and (not isinstance(rule["type"], str) or rule["type"] not in SCHEMA_TYPES):
         check.fail(f"{where}.type", f"must be one of {', '.join(sorted(SCHEMA_TYPES))}")
     for bound in ("min", "max"):
         if bound in rule:
@@ -237,13 +247,30 @@ def _crowd(check: _Checker, crowd: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _storable(check: _Checker, value: object, field: str) -> None:
+    """Every text in the spec, names included, must be one the database can keep."""
+    if isinstance(value, str):
+        if (reason := unstorable(value)) is not None:
+            check.fail(field, reason)
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            where = f"{field}.{key}" if field else str(key)
+            if (reason := unstorable(str(key))) is not None:
+                check.fail(where, f"the name {reason}")
+            _storable(check, inner, where)
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            _storable(check, inner, f"{field}[{index}]")
+
+
 def parse_spec(data: object) -> ProjectSpec:
     """Validate a project spec and fill in its defaults; raise InvalidInput naming every problem."""
     check = _Checker()
     if not isinstance(data, dict):
         raise InvalidInput("the project spec must be a JSON object")
+    _storable(check, data, "")
     for unknown in sorted(set(data) - TOP_LEVEL_FIELDS):
-        check.fail(unknown, "unknown field")
+        check.fail(unknown, unknown_field(unknown))
     if "slug" not in data:
         check.fail("slug", "is required")
     slug = check.text(data.get("slug", ""), "slug", 50)

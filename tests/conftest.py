@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from core import celery_app
@@ -20,6 +22,24 @@ from labelling.spec import parse_spec
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 # In CI's service run a missing service is a failure, not a skip.
 REQUIRE_SERVICES = os.environ.get("QUORUM_REQUIRE_SERVICES") == "1"
+
+# Property tests: bounded and the same on every run in CI ("ci", the default); "deep" explores
+# far more, with fresh randomness, for a run by hand: HYPOTHESIS_PROFILE=deep make test.
+hypothesis_settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    # Database fixtures are set up once per test, not per example: each property test keeps to
+    # what one example leaves behind (it counts rows before and after).
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile(
+    "deep", parent=hypothesis_settings.get_profile("ci"), max_examples=1000, derandomize=False
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from labelling.importing.rows import FORMATS
 from labelling.models import Job, Release
+from labelling.policy import MAX_COUNT
 from labelling.releases.checks import CHECKS
 from labelling.releases.formats import FORMATS as RELEASE_FORMATS
 from labelling.services.jobs import job_live_progress
@@ -20,6 +21,33 @@ class PredictionUploadInput(serializers.Serializer):
     format = serializers.ChoiceField(
         choices=FORMATS, required=False, help_text="Overrides the format taken from the file name."
     )
+
+
+# One prediction row as the JSON list of an import carries it (the JSON Lines row of the contract).
+PREDICTION_ROW_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "external_id": {"type": "string", "minLength": 1, "maxLength": 255},
+        "payload": {"type": "object"},
+        "model_version": {"type": "string", "minLength": 1, "maxLength": 100},
+        "probabilities": {
+            "type": "object",
+            "description": "label: probability, for every label of the project, summing to 1",
+            "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+        "samples": {
+            "type": "array",
+            "description": "MC-dropout or ensemble outputs: probability lists in label order",
+            "minItems": 1,
+            "maxItems": 1000,
+            "items": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+        },
+        "source": {"type": "string", "maxLength": 100},
+        "split": {"type": "string", "maxLength": 50},
+    },
+    "required": ["external_id", "payload", "model_version", "probabilities"],
+    "additionalProperties": False,
+}
 
 
 class ImportResultOutput(serializers.Serializer):
@@ -91,7 +119,9 @@ class QueueInput(serializers.Serializer):
     policy = serializers.JSONField(
         required=False, help_text="A queue policy; stored as the project's next version."
     )
-    budget = serializers.IntegerField(required=False, help_text="Overrides the policy's budget.")
+    budget = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_COUNT, help_text="Overrides the policy's budget."
+    )
     model_version = serializers.CharField(
         required=False, max_length=100, help_text="Default: the latest imported model version."
     )

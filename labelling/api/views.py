@@ -19,9 +19,11 @@ from rest_framework.views import APIView
 
 from core.exceptions import InputError, InvalidInput, NotFound
 from core.permissions import ENGINEERS, LABELLERS, REVIEWERS
+from core.text import unstorable
 from core.throttling import FailOpenScopedRateThrottle
 from labelling.api.serializers import (
     ERROR_SCHEMA,
+    PREDICTION_ROW_SCHEMA,
     DecisionInput,
     DecisionOutput,
     EscalationListOutput,
@@ -117,7 +119,7 @@ class PredictionsImportView(APIView):
         operation_id="predictions_import",
         request={
             "multipart/form-data": PredictionUploadInput,
-            "application/json": {"type": "array", "items": {"type": "object"}},
+            "application/json": {"type": "array", "items": PREDICTION_ROW_SCHEMA},
         },
         responses={
             201: ImportResultOutput,
@@ -247,7 +249,12 @@ class LabelSubmitView(APIView):
     @extend_schema(
         operation_id="lease_label",
         request=LabelInput,
-        responses={201: LabelOutput, 409: OpenApiResponse(ERROR_SCHEMA), **ERRORS},
+        responses={
+            201: LabelOutput,
+            409: OpenApiResponse(ERROR_SCHEMA),
+            429: OpenApiResponse(ERROR_SCHEMA, description="Too many answers: wait and retry"),
+            **ERRORS,
+        },
     )
     def post(self, request: Request, lease_id: int) -> Response:
         form = LabelInput(data=request.data)
@@ -637,6 +644,8 @@ class MonitoringView(APIView):
     @extend_schema(operation_id="prediction_monitoring", responses={200: dict, **ERRORS})
     def get(self, request: Request, slug: str, name: str) -> Response:
         project = project_for_user(user=request.user, slug=slug, roles=REVIEWERS)
-        if not ModelVersion.objects.filter(project=project, name=name).exists():
+        # A name the database cannot hold (from a URL with %00) names no version.
+        known = unstorable(name) is None
+        if not known or not ModelVersion.objects.filter(project=project, name=name).exists():
             raise NotFound(f"no model version {name!r} in the project's predictions")
         return Response(prediction_monitoring(project, name))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from core.exceptions import InputError
+from core.text import unstorable
 from labelling.importing.rows import ErrorLog, iter_csv, iter_jsonl
 
 FIELDS = frozenset({"external_id", "label"})
@@ -33,6 +34,8 @@ def _row(obj: Any, line: int, labels: frozenset[str], log: ErrorLog) -> GoldRow 
         external_id = str(external_id)
     if not isinstance(external_id, str) or not external_id:
         log.add(InputError("is required, as a non-empty string", field="external_id", line=line))
+    elif (reason := unstorable(external_id)) is not None:
+        log.add(InputError(reason, field="external_id", line=line))
     if not isinstance(label, str) or label not in labels:
         log.add(
             InputError(f"{label!r} is not in the project's label set", field="label", line=line)

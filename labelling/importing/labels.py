@@ -11,11 +11,14 @@ from typing import IO, Any
 from django.utils.dateparse import parse_datetime
 
 from core.exceptions import InputError
+from core.text import unstorable
 from labelling.importing.rows import ErrorLog, iter_csv, iter_jsonl
 
 REQUIRED = ("external_id", "labeller", "label")
 FIELDS = frozenset({*REQUIRED, "created_at", "duration_ms"})
 MAX_ID = 255
+# The largest duration the database column holds (about 24 days).
+MAX_DURATION_MS = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +50,8 @@ class _Checker:
                 line, key, f"is required, as a non-empty string of at most {MAX_ID} characters"
             )
             return ""
-        if "\x00" in value:
-            self.fail(line, key, "contains the NUL character (\\u0000), which cannot be stored")
+        if (reason := unstorable(value)) is not None:
+            self.fail(line, key, reason)
         return value
 
     def label(self, value: Any, line: int) -> str:
@@ -61,22 +64,34 @@ class _Checker:
     def created_at(self, value: Any, line: int) -> datetime | None:
         if value in (None, ""):
             return None
-        parsed = parse_datetime(value) if isinstance(value, str) else None
+        try:
+            parsed = parse_datetime(value) if isinstance(value, str) else None
+        except ValueError:
+            parsed = None  # well-formed but impossible, such as 30 February
         if parsed is None:
             self.fail(line, "created_at", f"must be an ISO 8601 date and time, got {value!r}")
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        try:
+            # Stored in UTC: an offset can push the first or last day past the calendar's ends.
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            self.fail(line, "created_at", f"is out of range in UTC, got {value!r}")
+            return None
 
     def duration(self, value: Any, line: int) -> int | None:
         if value in (None, ""):
             return None
         try:
             number = int(value) if not isinstance(value, bool | float) else None
-        except ValueError:
+        except (TypeError, ValueError):
             number = None
-        if number is None or number < 0:
+        if number is None or not 0 <= number <= MAX_DURATION_MS:
             self.fail(
-                line, "duration_ms", f"must be a whole number of milliseconds ≥ 0, got {value!r}"
+                line,
+                "duration_ms",
+                f"must be a whole number of milliseconds from 0 to {MAX_DURATION_MS}, "
+                f"got {value!r}",
             )
             return None
         return number

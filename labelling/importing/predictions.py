@@ -11,6 +11,7 @@ from typing import IO, Any
 import orjson
 
 from core.exceptions import InputError
+from core.text import unstorable, unstorable_json
 from labelling.importing.rows import ErrorLog, Progress, iter_csv, iter_jsonl
 
 SUM_TOLERANCE = 1e-6
@@ -20,7 +21,6 @@ MAX_MODEL_VERSION = 100
 JSONL_FIELDS = frozenset(
     {"external_id", "payload", "model_version", "probabilities", "samples", "source", "split"}
 )
-NUL_ESCAPE = b"\\u0000"
 NUMBER_TYPES = frozenset({float, int})  # exact types: bool is refused
 CSV_FIXED_COLUMNS = ("external_id", "model_version", "source", "split")
 
@@ -52,15 +52,6 @@ def _encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _encodable_json(value: Any) -> bool:
-    # Lone surrogates (from a "\ud800" escape) parse but cannot be written as UTF-8.
-    try:
-        canonical_json(value)
-    except orjson.JSONEncodeError:
         return False
     return True
 
@@ -107,11 +98,8 @@ class RowValidator:
         if len(value) > max_length:
             self.fail(line, key, f"must be at most {max_length} characters")
             return None
-        if not value.isascii() and not _encodable(value):
-            self.fail(line, key, "contains an invalid Unicode character (a lone surrogate)")
-            return None
-        if "\x00" in value:
-            self.fail(line, key, "contains the NUL character (\\u0000), which cannot be stored")
+        if (reason := unstorable(value)) is not None:
+            self.fail(line, key, reason)
             return None
         return value
 
@@ -248,13 +236,9 @@ class RowValidator:
         payload = obj.get("payload")
         if not isinstance(payload, dict):
             self.fail(line, "payload", "is required" if payload is None else "must be an object")
-        elif not _encodable_json(payload):
-            self.fail(line, "payload", "contains an invalid Unicode character (a lone surrogate)")
-        elif NUL_ESCAPE in canonical_json(payload):
+        elif (reason := unstorable_json(payload)) is not None:
             # PostgreSQL's text and jsonb cannot hold U+0000; SQLite could, so refuse it everywhere.
-            self.fail(
-                line, "payload", "contains the NUL character (\\u0000), which cannot be stored"
-            )
+            self.fail(line, "payload", reason)
         probs = self.probabilities(obj.get("probabilities"), line)
         samples = self.samples(obj["samples"], line) if obj.get("samples") is not None else None
         if self.log.total > errors_before:

@@ -107,7 +107,10 @@ def _slow_parse(raw: bytes, number: int, log: ErrorLog) -> tuple[bool, Any]:
         return True, json.loads(text)
     except ValueError as exc:
         log.add(InputError(f"malformed JSON: {exc}", line=number))
-        return False, None
+    except RecursionError:
+        # orjson stops at 1024 levels; the standard parser runs out of stack further on.
+        log.add(InputError("malformed JSON: nested too deep", line=number))
+    return False, None
 
 
 def parse_jsonl_line(raw: bytes, number: int, log: ErrorLog) -> tuple[bool, Any]:

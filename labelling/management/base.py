@@ -36,8 +36,11 @@ class QuorumCommand(BaseCommand):
             return json.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:
+            # Bad UTF-8, malformed JSON, or a number too long to read (over 4300 digits).
             raise CommandError(f"{path} is not valid UTF-8 JSON: {exc}") from None
+        except RecursionError:
+            raise CommandError(f"{path} is not valid UTF-8 JSON: nested too deep") from None
 
 
 class ProgressBar:

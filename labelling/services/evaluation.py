@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from core.exceptions import InputError, InvalidInput, NotFound
+from core.text import unstorable
 from labelling.models import (
     Evaluation,
     Item,
@@ -58,6 +59,8 @@ def _text(value: Any, field: str, limit: int, errors: list[InputError]) -> str:
         return ""
     if len(value) > limit:
         errors.append(InputError(f"at most {limit} characters, got {len(value)}", field))
+    if (reason := unstorable(value)) is not None:
+        errors.append(InputError(reason, field))
     return value.strip()
 
 
@@ -66,7 +69,13 @@ def model_version_update(
     *, project: Project, name: str, note: Any = None, link: Any = None, git_hash: Any = None
 ) -> ModelVersion:
     """Describe a candidate model: a note, a link to its code and data, its git hash."""
-    version = ModelVersion.objects.select_for_update().filter(project=project, name=name).first()
+    # A name the database cannot hold (from a URL with %00) names no version.
+    storable = unstorable(name) is None
+    version = (
+        ModelVersion.objects.select_for_update().filter(project=project, name=name).first()
+        if storable
+        else None
+    )
     if version is None:
         raise NotFound(f"no model version {name!r} in the project's predictions")
     errors: list[InputError] = []

@@ -33,8 +33,10 @@ class GoldResult:
         return asdict(self)
 
 
-def _answers(project: Project, stream: IO[bytes], fmt: str, log: ErrorLog) -> dict[str, str]:
-    """external_id → label, with repeats that disagree reported."""
+def _answers(
+    project: Project, stream: IO[bytes], fmt: str, log: ErrorLog
+) -> dict[str, tuple[str, int]]:
+    """external_id → (label, line of its first row), with repeats that disagree reported."""
     answers: dict[str, tuple[str, int]] = {}
     for row in iter_gold_rows(stream, fmt, project.labels, log):
         seen = answers.setdefault(row.external_id, (row.label, row.line))
@@ -47,7 +49,7 @@ def _answers(project: Project, stream: IO[bytes], fmt: str, log: ErrorLog) -> di
                     line=row.line,
                 )
             )
-    return {external_id: label for external_id, (label, _) in answers.items()}
+    return answers
 
 
 @transaction.atomic
@@ -66,14 +68,21 @@ def gold_import(*, project: Project, stream: IO[bytes], fmt: str) -> GoldResult:
         )
         items.update((item.external_id, item) for item in chunk)
     for external_id in (i for i in ids if i not in items):
-        log.add(InputError(f"no item {external_id!r} in the project", field="external_id"))
+        log.add(
+            InputError(
+                f"no item {external_id!r} in the project",
+                field="external_id",
+                line=answers[external_id][1],
+            )
+        )
     log.raise_if_any(FAILED)
     now = timezone.now()
-    updates = [item for item in items.values() if item.gold_label != answers[item.external_id]]
+    labels = {external_id: label for external_id, (label, _) in answers.items()}
+    updates = [item for item in items.values() if item.gold_label != labels[item.external_id]]
     changed = sum(1 for item in updates if item.gold_label)
     decided = decision_time(project_id=project.pk) if updates else None
     for item in updates:
-        item.gold_label, item.gold_set_at = answers[item.external_id], now
+        item.gold_label, item.gold_set_at = labels[item.external_id], now
         # A decided item's release label is the gold answer now (unless an expert's comes first).
         if item.state in DECIDED_STATES and not item.expert_label:
             item.decided_at = decided

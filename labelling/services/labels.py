@@ -9,7 +9,7 @@ from typing import IO, Any
 from django.db import transaction
 from django.utils import timezone
 
-from core.exceptions import InputError
+from core.exceptions import InputError, InvalidInput
 from labelling.importing.labels import LabelRow, iter_label_rows
 from labelling.importing.predictions import content_hash
 from labelling.importing.rows import ErrorLog
@@ -126,8 +126,7 @@ def labels_import(*, project: Project, stream: IO[bytes], fmt: str) -> LabelImpo
     rows = _unique_rows(iter_label_rows(stream, fmt, project.labels, log), log)
     log.raise_if_any(FAILED)
     if not rows:
-        log.add(InputError("the file holds no label rows"))
-        log.raise_if_any(FAILED)
+        raise InvalidInput("the label file holds no label rows; nothing was imported")
     items, new_items = _items(project, sorted({e for e, _ in rows}))
     labellers, new_labellers = _labellers(project, sorted({w for _, w in rows}))
     existing = _existing_labels(sorted(items.values()))

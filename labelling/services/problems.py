@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.exceptions import InputError, InvalidInput
+from core.text import unstorable, unstorable_json
 from labelling.importing.predictions import content_hash
 from labelling.models import Item, Problem, ProblemItem, Project
 from labelling.services.evaluation import evaluation_schedule_after_commit
@@ -45,6 +46,9 @@ def _text(value: Any, name: str, limit: int, errors: list[InputError], *, requir
         errors.append(InputError("must be a string", name))
         return ""
     text = value.strip()
+    if (reason := unstorable(text)) is not None:
+        errors.append(InputError(reason, name))
+        return ""  # not even looked up: PostgreSQL refuses it in a query too
     if required and not text:
         errors.append(InputError("must not be empty", name))
     if len(text) > limit:
@@ -90,9 +94,11 @@ def _external_ids(values: list[Any], name: str, errors: list[InputError]) -> lis
     if not isinstance(values, list):
         errors.append(InputError("must be a list of external ids", name))
         return []
-    good = [v for v in values if isinstance(v, str) and v.strip()]
+    good = [v for v in values if isinstance(v, str) and v.strip() and unstorable(v) is None]
     if len(good) != len(values):
-        errors.append(InputError("every external id must be a non-empty string", name))
+        errors.append(
+            InputError("every external id must be a non-empty string (without NUL)", name)
+        )
     return list(dict.fromkeys(v.strip() for v in good))
 
 
@@ -125,8 +131,14 @@ def _check_patterns(patterns: Any, errors: list[InputError]) -> dict[str, dict[s
                 )
             )
             continue
+        if (reason := unstorable(external_id)) is not None:
+            errors.append(InputError(reason, f"{where}.external_id"))
+            continue
         if not isinstance(payload, dict) or not payload:
             errors.append(InputError("must be a non-empty JSON object", f"{where}.payload"))
+            continue
+        if (reason := unstorable_json(payload)) is not None:
+            errors.append(InputError(reason, f"{where}.payload"))
             continue
         if checked.setdefault(external_id.strip(), payload) != payload:
             errors.append(

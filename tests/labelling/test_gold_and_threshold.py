@@ -92,9 +92,7 @@ def test_bad_gold_rows_are_named_and_nothing_is_written(project: Project) -> Non
     load(project, WORKED[:2], gold=False)
 
     assert gold_errors(project, '{"external_id": "g0", "label": "maybe"}') == [(1, "label")]
-    assert gold_errors(project, '{"external_id": "nope", "label": "match"}') == [
-        (None, "external_id")
-    ]
+    assert gold_errors(project, '{"external_id": "nope", "label": "match"}') == [(1, "external_id")]
     assert gold_errors(project, '{"label": "match"}') == [(1, "external_id")]
     repeated = '{"external_id": "g0", "label": "match"}\n{"external_id": "g0", "label": "no_match"}'
     assert gold_errors(project, repeated) == [(2, "label")]
