@@ -372,6 +372,21 @@ def check(name: str, ok: bool, detail: str) -> bool:
     return ok
 
 
+def stored_labels(dsn: str, pid: str) -> tuple[set[int], str]:
+    """The ids of the project's stored labels, and how many (item, labeller) pairs hold more
+    than one valid label."""
+    stored = {
+        int(x)
+        for x in psql(dsn, f"SELECT id FROM labelling_label WHERE project_id = {pid}").split()
+    }
+    repeats = psql(
+        dsn,
+        "SELECT count(*) FROM (SELECT 1 FROM labelling_label WHERE state = 'valid' AND "
+        f"project_id = {pid} GROUP BY item_id, labeller_id HAVING count(*) > 1) t",
+    )
+    return stored, repeats
+
+
 def invariants(dsn: str, slug: str, overlap: int, items: int, tally: Tally) -> bool:
     """The database after the crowd run: exact overlap, no repeats, every 201 stored."""
     pid = psql(dsn, f"SELECT id FROM labelling_project WHERE slug = '{slug}'")
@@ -382,15 +397,7 @@ def invariants(dsn: str, slug: str, overlap: int, items: int, tally: Tally) -> b
         f"WHERE q.project_id = {pid}) t GROUP BY n ORDER BY n",
     )
     histogram = dict(line.split("|") for line in per_item.splitlines())
-    repeats = psql(
-        dsn,
-        "SELECT count(*) FROM (SELECT 1 FROM labelling_label WHERE project_id = "
-        f"{pid} GROUP BY item_id, labeller_id HAVING count(*) > 1) t",
-    )
-    stored = {
-        int(x)
-        for x in psql(dsn, f"SELECT id FROM labelling_label WHERE project_id = {pid}").split()
-    }
+    stored, repeats = stored_labels(dsn, pid)
     answered = set(tally.answered.values())
     books = psql(
         dsn,

@@ -253,16 +253,8 @@ def checks(
 ) -> bool:
     psql = bench.psql
     pid = psql(dsn, f"SELECT id FROM labelling_project WHERE slug = '{SLUG}'")
-    stored = {
-        int(x)
-        for x in psql(dsn, f"SELECT id FROM labelling_label WHERE project_id = {pid}").split()
-    }
+    stored, repeats = bench.stored_labels(dsn, pid)
     answered = set(tally.answered.values())
-    repeats = psql(
-        dsn,
-        "SELECT count(*) FROM (SELECT 1 FROM labelling_label WHERE state = 'valid' AND "
-        f"project_id = {pid} GROUP BY item_id, labeller_id HAVING count(*) > 1) t",
-    )
     over = psql(dsn, "SELECT count(*) FROM labelling_queueentry WHERE labels_count > needed")
     caught_up = drained(args.redis_url, 120)
     recomputed = psql(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from core.exceptions import InputError, InvalidInput
 
@@ -56,7 +56,7 @@ class Policy:
 MAX_COUNT = 2**31 - 1
 
 
-def _number(value: Any) -> bool:
+def finite_number(value: object) -> TypeGuard[int | float]:
     """A finite number that fits a float (an integer of 400 digits does not)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
@@ -93,7 +93,7 @@ class _RuleChecker:
         value = rule.get(key)
         if value is None:
             self.fail(key, "is required")
-        elif not _number(value):
+        elif not finite_number(value):
             self.fail(key, f"must be a number, got {value!r}")
         elif value < low or value > high or (open_low and value == low):
             self.fail(key, f"must be in {'(' if open_low else '['}{low}, {high}], got {value}")
@@ -107,7 +107,7 @@ class _RuleChecker:
             self.fail("", "an uncertain rule needs `top` (how many) or `above` (a score)")
         if "top" in rule and (problem := _count_problem(rule["top"])) is not None:
             self.fail("top", problem)
-        if "above" in rule and not _number(rule["above"]):
+        if "above" in rule and not finite_number(rule["above"]):
             self.fail("above", f"must be a number, got {rule['above']!r}")
 
     def check(self, rule: Any) -> None:

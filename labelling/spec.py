@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 from core.exceptions import InputError, InvalidInput
 from core.text import unstorable
-from labelling.policy import unknown_field
+from labelling.policy import finite_number, unknown_field
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 MAX_LABELS = 1000
@@ -79,16 +79,6 @@ class ProjectSpec:
         return fields
 
 
-def _finite(value: object) -> TypeGuard[int | float]:
-    """A finite number that fits a float (an integer of 400 digits does not)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 class _Checker:
     """Collects every problem in a spec instead of stopping at the first."""
 
@@ -102,7 +92,7 @@ class _Checker:
         self, value: object, field: str, low: float, high: float, *, open_low: bool
     ) -> float:
         """A finite number within [low, high] (or (low, high] when open_low)."""
-        if not _finite(value):
+        if not finite_number(value):
             self.fail(field, f"must be a number, got {value!r}")
             return low
         if value < low or value > high or (open_low and value == low):
