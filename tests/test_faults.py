@@ -336,7 +336,13 @@ def test_a_release_whose_worker_is_killed_is_published_once_by_the_next_worker_a
     # done (it waits for the job's row, which the test holds).
     second = "faults-second"
     workers.append(start_worker(redis_url=own_redis.url, log=log, name=second, env=env))
-    wait_until(lambda: waiting_backend(second, "pg_advisory_xact_lock"), timeout=60, what="publish")
+    # The new worker takes the task once the visibility timeout has passed: slow on a busy runner.
+    wait_until(
+        lambda: waiting_backend(second, "pg_advisory_xact_lock"),
+        timeout=150,
+        what="publish",
+        log=log,
+    )
     blocker.execute("SELECT 1 FROM labelling_job WHERE id = %s FOR NO KEY UPDATE", [job.pk])
     blocker.execute("SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_NAMESPACE, project.pk])
     kill_while_waiting(workers[-1], second, 'UPDATE "labelling_job"', log)
