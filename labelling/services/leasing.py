@@ -193,7 +193,7 @@ def _lease_next(project: Project, labeller: Labeller) -> Lease | None:
     now = timezone.now()
     due, so_far, open_id = _before_lease(project, labeller, now)
     if due:
-        _expire(Lease.objects.filter(project=project, state="open", expires_at__lte=now), now)
+        _expire(_due(project, now), now)
     if open_id is not None:
         # One item at a time: a reload of the page gets the same item back.
         lease = Lease.objects.select_related("item").get(pk=open_id)
@@ -430,12 +430,16 @@ def label_undo(*, lease_id: int, user: Any) -> Lease:
     return lease
 
 
+def _due(project: Project | None, now: Any) -> Any:
+    """The open leases past their expiry (of one project, if given)."""
+    due = Lease.objects.filter(state=Lease.State.OPEN, expires_at__lte=now)
+    return due if project is None else due.filter(project=project)
+
+
 def leases_expire(*, project: Project | None = None, now: Any = None) -> int:
     """Close the open leases past their expiry and give their items back; return how many."""
     now = now or timezone.now()
-    due = Lease.objects.filter(state=Lease.State.OPEN, expires_at__lte=now)
-    if project is not None:
-        due = due.filter(project=project)
+    due = _due(project, now)
     # Asked before every lease: nothing is due most of the time, and then one read is enough.
     if not due.exists():
         return 0
