@@ -127,10 +127,12 @@ def test_a_labelling_session_through_gold_and_labelled_items_tells_nothing(
     world: World, api_as: Callable[[str], APIClient], browser_as: Callable[[str], Client]
 ) -> None:
     project = world.a.project
-    project.gold_rate = 0.5
+    # Every lease a gold check while the labeller has gold items left to see, so that the session
+    # surely goes through them.
+    project.gold_rate = 1.0
     project.save(update_fields=["gold_rate"])
     client = api_as("crowd")
-    # The lease the crowd labeller holds first; then whatever comes.
+    # The lease the crowd labeller holds first, the gold checks, then the items others answered.
     tasks = crowd_session(world, client, rounds=12)
     seen = {task["item"]["external_id"] for task in tasks}
 
