@@ -9,7 +9,8 @@ so the tables hold nothing but this run's rows. It builds the projects through t
 API tokens, starts gunicorn on 127.0.0.1 and then measures, over keep-alive `http.client`
 connections (one a labeller, in threads of a few client processes):
 
-  (a) one labeller alone: 500 cycles of `GET tasks/next` + `POST leases/{id}/label`, p50 and p99;
+  (a) one labeller alone: 500 cycles of `GET tasks/next` + `POST leases/{id}/label`, p50 and p99
+      (a new labeller each run);
   (b) 32 labellers at once for 20 s: labels stored per second;
   (c) 64 labellers finishing 2,000 items at overlap 5 (min = max = 5), then the invariants in
       the database: every item has exactly 5 valid labels, no (item, labeller) pair repeats,
@@ -450,15 +451,15 @@ def first_errors(tally: Tally) -> None:
         print(f"    e.g. {error}")
 
 
-def measure_alone(args: argparse.Namespace, port: int, dsn: str, token: str) -> None:
+def measure_alone(args: argparse.Namespace, port: int, dsn: str, tokens: list[str]) -> None:
     print(
-        f"\n(a) one labeller, {args.cycles} cycles of next + answer on one keep-alive "
-        "connection (after 20 warm-up cycles), project 'load' (overlap 3)"
+        f"\n(a) one labeller (a new one each run), {args.cycles} cycles of next + answer on one "
+        "keep-alive connection (after 20 warm-up cycles), project 'load' (overlap 3)"
     )
     p50s, p99s = [], []
     for run in range(args.runs):
         analyze(dsn)
-        tally = one_labeller(port, "load", token, args.cycles)
+        tally = one_labeller(port, "load", tokens[run], args.cycles)
         cycles = tally.cycles_ms
         p50s.append(percentile(cycles, 50))
         p99s.append(percentile(cycles, 99))
@@ -580,7 +581,8 @@ def set_up(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict
     project(env, workdir, "load", load_items, 3)
     project(env, workdir, "exact", args.invariant_items, args.overlap)
     tokens = {
-        "alone": labellers(env, "load", "alone", 1)[0],
+        # A labeller of their own for each run, so that the runs repeat the same scenario.
+        "alone": labellers(env, "load", "alone", args.runs),
         "crowd": labellers(env, "load", "crowd", args.crowd),
         "exact": labellers(env, "exact", "exact", args.invariant_labellers),
     }

@@ -154,7 +154,16 @@ def database_config(url: str) -> dict[str, Any]:
 
 
 DATABASE_URL = env_str("DATABASE_URL")
+# The labelling loop's few fixed statements are prepared once per PostgreSQL connection (see
+# core/rows.py; Django's own queries never are). Turn it off behind a connection pooler that
+# does not keep prepared statements (PgBouncer in transaction mode before 1.21, or without
+# max_prepared_statements).
+PREPARED_STATEMENTS = env_bool("QUORUM_PREPARED_STATEMENTS", True)
 DATABASES = {"default": database_config(DATABASE_URL)}
+if PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # psycopg prepares nothing while this is None (Django's default); only the server-binding
+    # cursor of core/rows.py asks it to.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")

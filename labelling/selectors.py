@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
-from django.db import connection
 from django.db.models import Avg, Case, Count, F, Max, Q, When
 from django.db.models.functions import TruncDate
 from rest_framework.authtoken.models import Token
@@ -77,35 +76,36 @@ def labeller_for(*, user: User, slug: str, roles: Collection[Role]) -> tuple[Pro
     return project, labeller
 
 
-def labeller_by_token(*, key: str, slug: str, roles: Collection[Role]) -> Labeller | None:
-    """The project member holding this API token, with their project, if their role is one of
-    `roles`; None when the token, the user, the project or the role does not fit."""
-    # One read for the token, the user and the membership: this runs before every lease.
-    with connection.cursor() as cursor:
-        cursor.execute(_MEMBER_BY_TOKEN, [slug, key])
-        row = cursor.fetchone()
-    if row is None:
-        return None
+def member_by_token_sql(extra: str = "") -> str:
+    """One read for an API token's holder and their membership of a project (parameters: the
+    slug, the key) with its project: it runs before every lease. `extra` adds columns after the
+    member's and the project's, which may refer to the member as `m` (their parameters come
+    before the slug and the key).
+
+    The project and the token's user are found first, each by its unique key, so the membership
+    is one index lookup whatever the project's size or the tables' statistics."""
+    return (
+        f"SELECT {rows.columns(Labeller, 'm')}, {rows.columns(Project, 'p')}{extra} "
+        f"FROM {Labeller._meta.db_table} m JOIN {Project._meta.db_table} p ON p.id = m.project_id "
+        f"WHERE m.project_id = (SELECT id FROM {Project._meta.db_table} WHERE slug = %s) "
+        f"AND m.user_id = (SELECT t.user_id FROM {Token._meta.db_table} t "
+        f"JOIN {AuthUser._meta.db_table} u ON u.id = t.user_id "
+        "WHERE t.key = %s AND u.is_active AND NOT u.is_superuser)"
+    )
+
+
+def member_from_row(row: Sequence[Any], roles: Collection[Role]) -> Labeller | None:
+    """The member (with their project) of a row read by member_by_token_sql, if their role is
+    one of `roles`."""
+    end = rows.width(Labeller) + rows.width(Project)
     member = rows.instance(Labeller, row[: rows.width(Labeller)])
-    member.project = rows.instance(Project, row[rows.width(Labeller) :])
+    member.project = rows.instance(Project, row[rows.width(Labeller) : end])
     return member if _member_role(member) in roles else None
-
-
-# The project and the token's user are found first, each by its unique key, so the membership is
-# one index lookup whatever the project's size or the tables' statistics.
-_MEMBER_BY_TOKEN = (
-    f"SELECT {rows.columns(Labeller, 'm')}, {rows.columns(Project, 'p')} "
-    f"FROM {Labeller._meta.db_table} m JOIN {Project._meta.db_table} p ON p.id = m.project_id "
-    "WHERE m.project_id = (SELECT id FROM "
-    f"{Project._meta.db_table} WHERE slug = %s) AND m.user_id = (SELECT t.user_id FROM "
-    f"{Token._meta.db_table} t JOIN {AuthUser._meta.db_table} u ON u.id = t.user_id "
-    "WHERE t.key = %s AND u.is_active AND NOT u.is_superuser)"
-)
 
 
 def user_id_by_token(*, key: str) -> int | None:
     """The id of the active user holding this API token, or None."""
-    with connection.cursor() as cursor:
+    with rows.cursor() as cursor:
         cursor.execute(_USER_BY_TOKEN, [key])
         row = cursor.fetchone()
     return int(row[0]) if row else None

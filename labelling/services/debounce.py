@@ -7,6 +7,8 @@ from typing import Any
 
 from django.core.cache import cache
 
+from core.cache import add as cache_add
+
 logger = logging.getLogger("quorum.jobs")
 
 
@@ -23,7 +25,7 @@ def recompute_soon(*, kind: str, project_id: int, task: Any, seconds: int) -> No
     key = _pending_key(kind, project_id)
     try:
         # The cache is on Redis too: when Redis is down this raises, as the enqueue would.
-        if not cache.add(key, 1, timeout=seconds * 6):
+        if not cache_add(key, seconds * 6):
             return
         task.apply_async((project_id,), countdown=seconds)
     except Exception:

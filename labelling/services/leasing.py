@@ -11,20 +11,25 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Collection
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User as AuthUser
 from django.db import connection, transaction
 from django.db.models import Count, F, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from core import rows
 from core.exceptions import Conflict, InputError, InvalidInput, NotFound
+from core.permissions import Role
 from labelling.models import Item, Label, Labeller, Lease, Project, QueueEntry
+from labelling.selectors import member_by_token_sql, member_from_row
 from labelling.services.consensus import consensus_schedule
 from labelling.services.decisions import decision_time
 
@@ -88,7 +93,7 @@ def _take_entry(project: Project, labeller: Labeller) -> Lease | None:
     now = timezone.now()
     expires = now + timedelta(seconds=_lease_seconds())
     params: list[Any] = [project.pk, labeller.pk, project.pk, labeller.pk, now, expires]
-    with connection.cursor() as cursor:
+    with rows.cursor() as cursor:
         for lock in (" FOR UPDATE OF q SKIP LOCKED", " FOR UPDATE OF q"):
             cursor.execute(_TAKE_ENTRY.format(next=_NEXT_ENTRY + lock), params)
             row = cursor.fetchone()
@@ -128,23 +133,30 @@ def _wants_gold(project: Project, leases_so_far: int) -> bool:
 
 # Before every lease, in one read: are leases of the project past their expiry, how many leases
 # has the labeller had (counted no further than the gold warm-up needs: a history can be long),
-# and which lease do they hold open.
-_BEFORE_LEASE = (
-    f"SELECT EXISTS (SELECT 1 FROM {LEASE} WHERE project_id = %s AND state = 'open' "
+# and which lease do they hold open. The labeller is `m`; the parameters are (now, warm-up, now).
+_BEFORE_LEASE_COLUMNS = (
+    f"EXISTS (SELECT 1 FROM {LEASE} WHERE project_id = m.project_id AND state = 'open' "
     "AND expires_at <= %s), "
-    f"(SELECT COUNT(*) FROM (SELECT 1 FROM {LEASE} WHERE labeller_id = %s "
+    f"(SELECT COUNT(*) FROM (SELECT 1 FROM {LEASE} WHERE labeller_id = m.id "
     "AND state <> 'expired' LIMIT %s) AS so_far), "
-    f"(SELECT id FROM {LEASE} WHERE labeller_id = %s AND state = 'open' AND expires_at > %s "
+    f"(SELECT id FROM {LEASE} WHERE labeller_id = m.id AND state = 'open' AND expires_at > %s "
     "ORDER BY created_at DESC, id DESC LIMIT 1)"
 )
+_BEFORE_LEASE = f"SELECT {_BEFORE_LEASE_COLUMNS} FROM {Labeller._meta.db_table} m WHERE m.id = %s"
+# The token's holder, their membership and the checks before their lease, in one read.
+_MEMBER_BEFORE_LEASE = member_by_token_sql(", " + _BEFORE_LEASE_COLUMNS)
+
+Before = tuple[bool, int, int | None]
 
 
-def _before_lease(project: Project, labeller: Labeller, now: Any) -> tuple[bool, int, int | None]:
+def _before_params(now: Any) -> list[Any]:
+    return [now, max(int(settings.NEW_LABELLER_GOLD), 0), now]
+
+
+def _before_lease(labeller: Labeller, now: Any) -> Before:
     """(expired leases are due, the labeller's leases so far up to the warm-up, open lease id)."""
-    warm_up = max(int(settings.NEW_LABELLER_GOLD), 0)
-    params = [project.pk, now, labeller.pk, warm_up, labeller.pk, now]
-    with connection.cursor() as cursor:
-        cursor.execute(_BEFORE_LEASE, params)
+    with rows.cursor() as cursor:
+        cursor.execute(_BEFORE_LEASE, [*_before_params(now), labeller.pk])
         due, so_far, open_id = cursor.fetchone()
     return bool(due), int(so_far), open_id
 
@@ -185,13 +197,33 @@ def lease_next(*, project: Project, labeller: Labeller) -> Lease | None:
     # COMMIT round trips on every lease. On SQLite, the write lock taken at BEGIN serialises
     # leasing.
     with nullcontext() if _postgres() else transaction.atomic():
-        return _lease_next(project, labeller)
+        now = timezone.now()
+        return _lease_next(project, labeller, now, _before_lease(labeller, now))
 
 
-def _lease_next(project: Project, labeller: Labeller) -> Lease | None:
+def lease_next_by_token(
+    *, key: str, slug: str, roles: Collection[Role]
+) -> tuple[Labeller, Lease | None] | None:
+    """lease_next for the holder of an API token who is a member of the project in one of
+    `roles`, found in the same read as the checks before the lease (PostgreSQL); None when the
+    token, the project or the role does not fit."""
+    with nullcontext() if _postgres() else transaction.atomic():
+        now = timezone.now()
+        with rows.cursor() as cursor:
+            cursor.execute(_MEMBER_BEFORE_LEASE, [*_before_params(now), slug, key])
+            row = cursor.fetchone()
+        member = None if row is None else member_from_row(row, roles)
+        if row is None or member is None:
+            return None
+        _check_may_work(member, TAKES_NEW_WORK)
+        due, so_far, open_id = row[-3:]
+        before = (bool(due), int(so_far), open_id)
+        return member, _lease_next(member.project, member, now, before)
+
+
+def _lease_next(project: Project, labeller: Labeller, now: Any, before: Before) -> Lease | None:
     """lease_next's steps: expiry, the open lease, a gold check, then the most urgent entry."""
-    now = timezone.now()
-    due, so_far, open_id = _before_lease(project, labeller, now)
+    due, so_far, open_id = before
     if due:
         _expire(_due(project, now), now)
     if open_id is not None:
@@ -369,6 +401,57 @@ def label_submit(
     )
     _after_label(lease.project, lease.item_id, _record_answer(lease, label))
     project_id = lease.project_id
+    transaction.on_commit(lambda: consensus_schedule(project_id=project_id))
+    return Submitted(label=label, created=True)
+
+
+# PostgreSQL: the common answer (to a gold check, or one that does not complete its item's
+# overlap) in one statement, found by the token's holder, with no transaction around it: the
+# lease is locked and checked (open, unexpired, its labeller still working, the label one of the
+# project's), the answer counted, the label stored and the lease closed, and the statement's own
+# commit waits for the disk. Anything else it leaves untouched and returns no row.
+_ANSWER_AT_ONCE = (
+    "WITH held AS (SELECT l.id, l.project_id, l.item_id, l.labeller_id, l.is_gold "
+    f"FROM {LEASE} l JOIN {Labeller._meta.db_table} m ON m.id = l.labeller_id "
+    f"JOIN {Project._meta.db_table} p ON p.id = l.project_id "
+    f"JOIN {Token._meta.db_table} t ON t.user_id = m.user_id "
+    f"JOIN {AuthUser._meta.db_table} u ON u.id = t.user_id "
+    "WHERE l.id = %s AND t.key = %s AND u.is_active AND l.state = 'open' AND l.expires_at > %s "
+    "AND m.status = ANY(%s) AND p.labels ? %s FOR UPDATE OF l), "
+    f"counted AS (UPDATE {ENTRY} q SET labels_count = q.labels_count + 1, "
+    "open_leases = q.open_leases - 1 FROM held WHERE q.item_id = held.item_id "
+    "AND NOT held.is_gold AND q.labels_count + 1 < q.needed RETURNING q.id), "
+    "taken AS (SELECT * FROM held WHERE held.is_gold OR EXISTS (SELECT 1 FROM counted)), "
+    f"answer AS (INSERT INTO {LABEL} (project_id, item_id, labeller_id, lease_id, value, source, "
+    "batch, duration_ms, created_at, state, void_reason) SELECT project_id, item_id, labeller_id, "
+    "id, %s, %s, %s, %s::integer, %s::timestamptz, 'valid', '' FROM taken "
+    "RETURNING id, project_id), "
+    f"closed AS (UPDATE {LEASE} l SET state = 'labelled', closed_at = %s FROM taken "
+    "WHERE l.id = taken.id) "
+    "SELECT id, project_id FROM answer"
+)
+
+
+def label_submit_at_once(
+    *, lease_id: int, token: str, value: str, duration_ms: int | None, source: str
+) -> Submitted | None:
+    """The answer of the API token's holder in one statement (PostgreSQL), or None when it is
+    not the common case: label_submit then answers it, with every check and error message."""
+    now = timezone.now()
+    working = sorted(str(status) for status in FINISHES_WORK)
+    batch = f"lease-{now:%Y%m%d}"
+    params = [lease_id, token, now, working, value, value, source, batch, duration_ms, now, now]
+    with rows.cursor() as cursor:
+        cursor.execute(_ANSWER_AT_ONCE, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    label_id, project_id = row
+    label = Label(
+        pk=label_id, project_id=project_id, lease_id=lease_id, value=value, source=source,
+        batch=batch, duration_ms=duration_ms, created_at=now,
+    )  # fmt: skip
+    label._state.adding = False
     transaction.on_commit(lambda: consensus_schedule(project_id=project_id))
     return Submitted(label=label, created=True)
 

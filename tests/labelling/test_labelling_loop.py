@@ -14,7 +14,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from core.permissions import Role
-from labelling.models import Label, Labeller, Lease, Project
+from labelling.api import loop
+from labelling.models import Item, Label, Labeller, Lease, Project, QueueEntry
 from tests.labelling.test_leasing import answer, queued_project
 
 pytestmark = pytest.mark.django_db
@@ -171,23 +172,97 @@ def statements(run: Callable[[], Any]) -> tuple[Any, list[str]]:
     """What `run` returns, and the SQL statements it sent (the test's own savepoints aside)."""
     with CaptureQueriesContext(connection) as captured:
         result = run()
-    sent = [q["sql"] for q in captured.captured_queries]
+    # A prepared statement is logged without its text (psycopg keeps none of it for Django).
+    sent = [q["sql"] or "(prepared)" for q in captured.captured_queries]
     return result, [sql for sql in sent if "SAVEPOINT" not in sql]
 
 
-def test_on_postgresql_a_cycle_takes_three_statements_to_lease_and_three_to_answer(
-    project: Project, crowd_api: APIClient
-) -> None:
+def needs_postgresql() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL: the one-statement lease and answer are PostgreSQL's")
-    queued_project(project)
-    # The token, user and membership; the checks before a lease; taking the entry.
-    response, sent = statements(lambda: crowd_api.get(NEXT))
-    assert len(sent) == 3, sent
-    # The token's user; the lease, locked; the label, the lease closed and the answer counted.
-    response, sent = statements(lambda: answer(crowd_api, response.json()["lease"]))
+
+
+def test_on_postgresql_a_cycle_takes_two_statements_to_lease_and_one_to_answer(
+    project: Project, client_for: Callable[..., APIClient]
+) -> None:
+    needs_postgresql()
+    queued_project(project, overlap=(2, 2))
+    crowd = [client_for(project, name, Role.CROWD) for name in ("first", "second", "third")]
+    loop._HOLDERS.clear()
+    # The token, user, membership and the checks before a lease; taking the entry.
+    response, sent = statements(lambda: crowd[0].get(NEXT))
+    assert len(sent) == 2, sent
+    # The first answer of a token this process has not seen reads its user for the throttle.
+    response, sent = statements(lambda: answer(crowd[0], response.json()["lease"]))
     assert response.status_code == 201
-    assert len(sent) == 3, sent
+    assert len(sent) == 2, sent
+    # Then one statement stores the label, closes the lease and counts the answer.
+    lease = crowd[0].get(NEXT).json()["lease"]
+    response, sent = statements(lambda: answer(crowd[0], lease))
+    assert response.status_code == 201
+    assert len(sent) == 1, sent
+    # An answer that completes its item's overlap takes the full path: the overlap rule runs.
+    for client in crowd[1:]:
+        assert answer(client, client.get(NEXT).json()["lease"]).status_code == 201
+    assert Item.objects.get(external_id="i0").state == Item.State.APPROVED
+    assert QueueEntry.objects.get(item__external_id="i0").labels_count == 2
+
+
+def test_on_postgresql_the_loops_statements_are_prepared_unless_turned_off(
+    project: Project, crowd_api: APIClient, settings: Any
+) -> None:
+    needs_postgresql()
+    queued_project(project, n=12)
+
+    def runs_of_prepared(*fragments: str) -> int:
+        """How many times the connection ran prepared statements holding these fragments."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements"
+            )
+            found = cursor.fetchall()
+        return sum(n for sql, n in found if any(f in sql for f in fragments))
+
+    hot = ("FOR UPDATE OF q SKIP LOCKED", "INSERT INTO labelling_label")
+    settings.PREPARED_STATEMENTS = False
+    before = runs_of_prepared(*hot)
+    assert answer(crowd_api, crowd_api.get(NEXT).json()["lease"]).status_code == 201
+    assert runs_of_prepared(*hot) == before
+    settings.PREPARED_STATEMENTS = True
+    assert answer(crowd_api, crowd_api.get(NEXT).json()["lease"]).status_code == 201
+    assert runs_of_prepared(hot[0]) > 0 and runs_of_prepared(hot[1]) > 0
+    assert runs_of_prepared(*hot) == before + 2
+    assert Label.objects.filter(state="valid").count() == 2
+
+
+@pytest.mark.parametrize("change", ["token deleted", "user deactivated"])
+def test_a_token_no_longer_valid_stores_nothing_though_the_process_has_seen_it(
+    project: Project, crowd_api: APIClient, change: str
+) -> None:
+    queued_project(project)
+    assert answer(crowd_api, crowd_api.get(NEXT).json()["lease"]).status_code == 201
+    lease = crowd_api.get(NEXT).json()["lease"]
+    holder = Lease.objects.get(pk=lease).labeller.user
+    if change == "token deleted":
+        Token.objects.filter(user=holder).delete()
+    else:
+        User.objects.filter(pk=holder.pk).update(is_active=False)
+    response = answer(crowd_api, lease)
+    assert response.status_code == 401, response.content
+    assert Label.objects.count() == 1
+    assert Lease.objects.get(pk=lease).state == Lease.State.OPEN
+
+
+def test_a_label_not_in_the_project_is_refused_by_name_through_the_fast_lane(
+    project: Project, crowd_api: APIClient
+) -> None:
+    queued_project(project)
+    lease = crowd_api.get(NEXT).json()["lease"]
+    response = answer(crowd_api, lease, label="maybe")
+    assert response.status_code == 400
+    assert "'maybe' is not one of the project's labels" in response.content.decode()
+    assert not Label.objects.exists()
+    assert Lease.objects.get(pk=lease).state == Lease.State.OPEN
 
 
 def test_the_fast_bodies_are_the_documented_serializers_output(

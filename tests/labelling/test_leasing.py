@@ -300,10 +300,13 @@ def test_a_burst_of_submissions_is_throttled(
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"labels": "2/minute"})
     queued_project(project)
 
-    statuses = [answer(crowd_api, 999999).status_code for _ in range(3)]
+    responses = [answer(crowd_api, 999999) for _ in range(4)]
 
     cache.clear()
-    assert statuses == [404, 404, 429]
+    assert [r.status_code for r in responses] == [404, 404, 429, 429]
+    # The rest of the minute, for the one request that will then fit (a refusal is not counted).
+    assert 50 <= int(responses[2]["Retry-After"]) <= 60
+    assert 50 <= int(responses[3]["Retry-After"]) <= 60
 
 
 def test_a_repeat_with_another_label_is_a_conflict(project: Project, crowd_api: APIClient) -> None:
