@@ -205,8 +205,8 @@ def lease_next_by_token(
     *, key: str, slug: str, roles: Collection[Role]
 ) -> tuple[Labeller, Lease | None] | None:
     """lease_next for the holder of an API token who is a member of the project in one of
-    `roles`, found in the same read as the checks before the lease (PostgreSQL); None when the
-    token, the project or the role does not fit."""
+    `roles`, found in the same read as the checks before the lease; None when the token, the
+    project or the role does not fit. On SQLite the read is inside the lease's transaction."""
     with nullcontext() if _postgres() else transaction.atomic():
         now = timezone.now()
         with rows.cursor() as cursor:
