@@ -277,6 +277,33 @@ class Labeller(TimestampedModel):
         return self.user.username if self.user_id and self.user else self.worker_id
 
 
+class QueueEpoch(models.Model):
+    """A project's queue epoch: raised whenever an entry below a labeller's floor may be wanted
+    again, which makes every floor of the project void (see labelling/services/floors.py)."""
+
+    project = models.OneToOneField(
+        Project, primary_key=True, on_delete=models.CASCADE, related_name="queue_epoch"
+    )
+    value = models.BigIntegerField(default=0, db_default=0)
+
+    def __str__(self) -> str:
+        return f"{self.project_id}: epoch {self.value}"
+
+
+class QueueFloor(models.Model):
+    """Where a labeller's search for work starts: every collecting entry of higher urgency (a
+    lower priority) holds a lease of theirs. Valid while `epoch` is the project's queue epoch."""
+
+    labeller = models.OneToOneField(
+        Labeller, primary_key=True, on_delete=models.CASCADE, related_name="queue_floor"
+    )
+    priority = models.BigIntegerField()
+    epoch = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.labeller_id}: from {self.priority} (epoch {self.epoch})"
+
+
 class Lease(models.Model):
     """One item lent to one labeller until it expires: the unit of crowd work."""
 
@@ -288,7 +315,10 @@ class Lease(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="leases")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="leases")
-    labeller = models.ForeignKey(Labeller, on_delete=models.CASCADE, related_name="leases")
+    # Indexed by lease_labeller_item (labeller first) and lease_open_by_labeller.
+    labeller = models.ForeignKey(
+        Labeller, on_delete=models.CASCADE, related_name="leases", db_index=False
+    )
     state = models.CharField(max_length=20, choices=State.choices, default=State.OPEN)
     # A hidden gold check: it does not count towards the item's overlap.
     is_gold = models.BooleanField(default=False)
@@ -304,6 +334,10 @@ class Lease(models.Model):
         ]
         indexes = [
             models.Index(fields=["labeller", "item"], name="lease_labeller_item"),
+            # The open lease a labeller holds, looked up before every lease.
+            models.Index(
+                fields=["labeller"], condition=Q(state="open"), name="lease_open_by_labeller"
+            ),
             models.Index(
                 fields=["expires_at"], condition=Q(state="open"), name="lease_open_expiry"
             ),

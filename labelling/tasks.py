@@ -16,8 +16,12 @@ def run_job(job_id: int) -> None:
 @shared_task(name="labelling.expire_leases", acks_late=True)
 def expire_leases() -> int:
     """Give the items of expired leases back to the queue."""
+    from labelling.services.floors import queue_epochs_raise
     from labelling.services.leasing import leases_expire
 
+    # Also the floors' safety net: an epoch raise lost between a commit and its callback voids
+    # floors within one period (labelling/services/floors.py).
+    queue_epochs_raise()
     return leases_expire()
 
 

@@ -43,6 +43,7 @@ from labelling.numerics.reliability import LabellerReliability, labeller_reliabi
 from labelling.services.debounce import recompute_soon, recompute_started
 from labelling.services.decisions import decision_time
 from labelling.services.evaluation import evaluation_schedule_after_commit
+from labelling.services.floors import queue_reopened
 
 logger = logging.getLogger("quorum.consensus")
 LABEL, ITEM, QUEUE = Label._meta.db_table, Item._meta.db_table, QueueEntry._meta.db_table
@@ -525,6 +526,8 @@ def _write_entries(
             f"WHERE (collecting <> %s OR ({more})) AND item_id {condition}",
             [collecting, collecting, collecting, collecting, *params],
         )
+        if collecting and cursor.rowcount:
+            queue_reopened([project.pk])
 
 
 def _open_escalations(cursor: CursorWrapper, project: Project, now: Any) -> None:

@@ -28,10 +28,20 @@ from rest_framework.authtoken.models import Token
 from core import rows
 from core.exceptions import Conflict, InputError, InvalidInput, NotFound
 from core.permissions import Role
-from labelling.models import Item, Label, Labeller, Lease, Project, QueueEntry
+from labelling.models import (
+    Item,
+    Label,
+    Labeller,
+    Lease,
+    Project,
+    QueueEntry,
+    QueueEpoch,
+    QueueFloor,
+)
 from labelling.selectors import member_by_token_sql, member_from_row
 from labelling.services.consensus import consensus_schedule
-from labelling.services.decisions import decision_time
+from labelling.services.decisions import DECISIONS_NAMESPACE, decision_time
+from labelling.services.floors import queue_reopened
 
 ITEM, ENTRY, LEASE, LABEL = (m._meta.db_table for m in (Item, QueueEntry, Lease, Label))
 
@@ -57,24 +67,47 @@ def _next_entry(project: Project, labeller: Labeller) -> tuple[int, int] | None:
     return (row[0], row[1]) if row else None
 
 
+# A queue entry this labeller may be given (`q` joined with its item `i`; parameter: the labeller),
+# whether or not its overlap has room for one more lease.
+_NOT_THEIRS = (
+    "q.collecting AND i.gold_label = '' AND i.deactivated_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
+    f"{LEASE} l WHERE l.item_id = q.item_id AND l.labeller_id = %s AND l.state <> 'expired')"
+)
 _NEXT_ENTRY = (
     f"SELECT q.id, q.item_id FROM {ENTRY} q JOIN {ITEM} i ON i.id = q.item_id "
-    "WHERE q.project_id = %s AND q.collecting AND q.labels_count + q.open_leases < q.needed "
-    "AND i.gold_label = '' AND i.deactivated_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
-    f"{LEASE} l WHERE l.item_id = q.item_id AND l.labeller_id = %s AND l.state <> 'expired') "
+    f"WHERE q.project_id = %s AND q.labels_count + q.open_leases < q.needed AND {_NOT_THEIRS} "
     "ORDER BY q.priority LIMIT 1"
 )
-# PostgreSQL: take the entry, count the lease against its overlap, mark the item as collecting
-# and open the lease, in one statement; the leased item comes back for the answer.
+FLOOR, EPOCH = QueueFloor._meta.db_table, QueueEpoch._meta.db_table
+# PostgreSQL: take the entry, count the lease against its overlap, mark the item as collecting,
+# open the lease and move the labeller's floor (labelling/services/floors.py), in one statement;
+# the leased item comes back for the answer. The search starts at the labeller's floor if its
+# epoch is the project's, else at the top; the next floor is the first entry from there, other
+# than the one taken, that is not theirs (or the one taken, if there is none).
+# Parameters: project, labeller (floor), project, labeller (picked), project, labeller, now,
+# expiry (the lease), project, labeller (the next floor), labeller (the floor's row).
 _TAKE_ENTRY = (
-    "WITH picked AS ({next}), "
+    f"WITH epoch AS (SELECT COALESCE((SELECT value FROM {EPOCH} WHERE project_id = %s), 0) AS v), "
+    f"start AS (SELECT COALESCE((SELECT f.priority FROM {FLOOR} f JOIN epoch ON f.epoch = epoch.v "
+    f"WHERE f.labeller_id = %s), {-(2**63)}) AS priority), "
+    f"picked AS (SELECT q.id, q.item_id, q.priority FROM {ENTRY} q JOIN {ITEM} i "
+    "ON i.id = q.item_id WHERE q.project_id = %s AND q.priority >= (SELECT priority FROM start) "
+    f"AND q.labels_count + q.open_leases < q.needed AND {_NOT_THEIRS} "
+    "ORDER BY q.priority LIMIT 1{lock}), "
     f"bumped AS (UPDATE {ENTRY} q SET open_leases = q.open_leases + 1 FROM picked "
     "WHERE q.id = picked.id RETURNING q.item_id), "
     f"marked AS (UPDATE {ITEM} SET state = 'collecting' WHERE id = (SELECT item_id FROM bumped) "
     "AND state = 'queued'), "
     f"opened AS (INSERT INTO {LEASE} (project_id, item_id, labeller_id, state, is_gold, "
     "created_at, expires_at) SELECT %s, item_id, %s, 'open', false, %s, %s FROM bumped "
-    "RETURNING id, item_id, created_at, expires_at) "
+    "RETURNING id, item_id, created_at, expires_at), "
+    f"following AS (SELECT q.priority FROM {ENTRY} q JOIN {ITEM} i ON i.id = q.item_id "
+    "WHERE q.project_id = %s AND q.priority >= (SELECT priority FROM start) "
+    f"AND q.id <> (SELECT id FROM picked) AND {_NOT_THEIRS} ORDER BY q.priority LIMIT 1), "
+    f"floored AS (INSERT INTO {FLOOR} (labeller_id, priority, epoch) SELECT %s, "
+    "COALESCE((SELECT priority FROM following), picked.priority), (SELECT v FROM epoch) "
+    "FROM picked ON CONFLICT (labeller_id) DO UPDATE "
+    "SET priority = EXCLUDED.priority, epoch = EXCLUDED.epoch) "
     # A lease lost in a crash costs nothing (it is asked for again), so its commit need not wait
     # for the disk. Answers keep the default: a 201 means the label is on disk.
     "SELECT o.id, o.item_id, o.created_at, o.expires_at, i.external_id, i.payload, "
@@ -92,10 +125,14 @@ def _take_entry(project: Project, labeller: Labeller) -> Lease | None:
     """
     now = timezone.now()
     expires = now + timedelta(seconds=_lease_seconds())
-    params: list[Any] = [project.pk, labeller.pk, project.pk, labeller.pk, now, expires]
+    project_id, labeller_id = project.pk, labeller.pk
+    params: list[Any] = [
+        project_id, labeller_id, project_id, labeller_id, project_id, labeller_id, now, expires,
+        project_id, labeller_id, labeller_id,
+    ]  # fmt: skip
     with rows.cursor() as cursor:
         for lock in (" FOR UPDATE OF q SKIP LOCKED", " FOR UPDATE OF q"):
-            cursor.execute(_TAKE_ENTRY.format(next=_NEXT_ENTRY + lock), params)
+            cursor.execute(_TAKE_ENTRY.replace("{lock}", lock), params)
             row = cursor.fetchone()
             if row is not None:
                 break
@@ -300,7 +337,8 @@ def _agreement(item_id: int) -> float:
 
 
 def _after_label(project: Project, item_id: int, counted: tuple[int, int, int] | None) -> None:
-    """The overlap rule: ask for one more label while the labels disagree, up to overlap.max.
+    """The overlap rule: ask for one more label while the labels disagree, up to overlap.max
+    (_ANSWER_AT_ONCE applies the same rule in SQL: keep the two alike).
 
     `counted` is the item's queue entry (id, labels, labels needed) once the answer counts.
     """
@@ -405,29 +443,57 @@ def label_submit(
     return Submitted(label=label, created=True)
 
 
-# PostgreSQL: the common answer (to a gold check, or one that does not complete its item's
-# overlap) in one statement, found by the token's holder, with no transaction around it: the
-# lease is locked and checked (open, unexpired, its labeller still working, the label one of the
-# project's), the answer counted, the label stored and the lease closed, and the statement's own
-# commit waits for the disk. Anything else it leaves untouched and returns no row.
+# PostgreSQL: an answer in one statement, found by the token's holder, with no transaction
+# around it: the lease is locked and checked (open, unexpired, its labeller still working, the
+# label one of the project's), the answer counted, the label stored and the lease closed, and the
+# statement's own commit waits for the disk. An answer that completes its item's overlap also
+# runs the overlap rule (_after_label's, on the agreement of the item's labels with this one):
+# one more label wanted, or the item no longer collecting and approved or escalated. That needs
+# every counted label to be in the statement's snapshot, so it goes ahead only when the item's
+# valid labels there are as many as its entry counts (a concurrent answer that committed after the
+# snapshot makes them differ). Anything else (a repeat, an expired or someone else's lease, a bad
+# label, counts that differ) it leaves untouched and returns no row: label_submit answers it.
 _ANSWER_AT_ONCE = (
-    "WITH held AS (SELECT l.id, l.project_id, l.item_id, l.labeller_id, l.is_gold "
+    "WITH held AS (SELECT l.id, l.project_id, l.item_id, l.labeller_id, l.is_gold, "
+    "p.target_confidence, p.overlap_max "
     f"FROM {LEASE} l JOIN {Labeller._meta.db_table} m ON m.id = l.labeller_id "
     f"JOIN {Project._meta.db_table} p ON p.id = l.project_id "
     f"JOIN {Token._meta.db_table} t ON t.user_id = m.user_id "
     f"JOIN {AuthUser._meta.db_table} u ON u.id = t.user_id "
     "WHERE l.id = %s AND t.key = %s AND u.is_active AND l.state = 'open' AND l.expires_at > %s "
     "AND m.status = ANY(%s) AND p.labels ? %s FOR UPDATE OF l), "
+    # The item's valid labels in this snapshot with this answer: how many before it, and the
+    # share that agrees with the most common label.
+    "votes AS (SELECT v.value, COUNT(*) AS n FROM (SELECT b.value FROM held "
+    f"JOIN {LABEL} b ON b.item_id = held.item_id AND b.state = 'valid' "
+    "UNION ALL SELECT %s) v GROUP BY v.value), "
+    "tally AS (SELECT SUM(n) - 1 AS before, MAX(n)::float8 / SUM(n) AS agreement FROM votes), "
     f"counted AS (UPDATE {ENTRY} q SET labels_count = q.labels_count + 1, "
-    "open_leases = q.open_leases - 1 FROM held WHERE q.item_id = held.item_id "
-    "AND NOT held.is_gold AND q.labels_count + 1 < q.needed RETURNING q.id), "
+    "open_leases = q.open_leases - 1, "
+    "needed = CASE WHEN q.labels_count + 1 >= q.needed "
+    "AND tally.agreement < held.target_confidence AND q.needed < held.overlap_max "
+    "THEN q.needed + 1 ELSE q.needed END, "
+    "collecting = CASE WHEN q.labels_count + 1 >= q.needed AND NOT (tally.agreement < "
+    "held.target_confidence AND q.needed < held.overlap_max) THEN false ELSE q.collecting END "
+    "FROM held, tally WHERE q.item_id = held.item_id AND NOT held.is_gold "
+    "AND (q.labels_count + 1 < q.needed OR (q.collecting AND q.labels_count = tally.before)) "
+    "RETURNING q.id, q.labels_count >= q.needed AND NOT q.collecting AS closing), "
     "taken AS (SELECT * FROM held WHERE held.is_gold OR EXISTS (SELECT 1 FROM counted)), "
     f"answer AS (INSERT INTO {LABEL} (project_id, item_id, labeller_id, lease_id, value, source, "
     "batch, duration_ms, created_at, state, void_reason) SELECT project_id, item_id, labeller_id, "
     "id, %s, %s, %s, %s::integer, %s::timestamptz, 'valid', '' FROM taken "
     "RETURNING id, project_id), "
     f"closed AS (UPDATE {LEASE} l SET state = 'labelled', closed_at = %s FROM taken "
-    "WHERE l.id = taken.id) "
+    "WHERE l.id = taken.id), "
+    # A decision's time is read under the project's shared decision lock, as decision_time does.
+    f"stamp AS (SELECT pg_advisory_xact_lock_shared({DECISIONS_NAMESPACE}, "
+    "held.project_id::integer), clock_timestamp() AS at FROM held), "
+    f"decided AS (UPDATE {ITEM} i SET "
+    "state = CASE WHEN tally.agreement >= held.target_confidence THEN 'approved' "
+    "ELSE 'escalated' END, "
+    "decided_at = CASE WHEN tally.agreement >= held.target_confidence "
+    "THEN (SELECT at FROM stamp) ELSE i.decided_at END "
+    "FROM held, tally, counted WHERE i.id = held.item_id AND counted.closing) "
     "SELECT id, project_id FROM answer"
 )
 
@@ -440,7 +506,8 @@ def label_submit_at_once(
     now = timezone.now()
     working = sorted(str(status) for status in FINISHES_WORK)
     batch = f"lease-{now:%Y%m%d}"
-    params = [lease_id, token, now, working, value, value, source, batch, duration_ms, now, now]
+    params = [lease_id, token, now, working, value, value, value, source, batch, duration_ms]
+    params += [now, now]
     with rows.cursor() as cursor:
         cursor.execute(_ANSWER_AT_ONCE, params)
         row = cursor.fetchone()
@@ -503,6 +570,7 @@ def label_undo(*, lease_id: int, user: Any) -> Lease:
         other.state, other.closed_at = Lease.State.EXPIRED, timezone.now()
         other.save(update_fields=["state", "closed_at"])
         _release(other)
+        queue_reopened([other.project_id])
     lease.state, lease.closed_at = Lease.State.OPEN, None
     lease.expires_at = timezone.now() + timedelta(seconds=_lease_seconds())
     lease.save(update_fields=["state", "closed_at", "expires_at"])
@@ -539,13 +607,19 @@ def leases_withdraw(*, labeller: Labeller) -> int:
 def _expire(due: Any, now: Any) -> int:
     # Another request expiring the same leases holds their locks: skip them, it does the work.
     skip = connection.vendor == "postgresql"
-    expired = list(due.select_for_update(skip_locked=skip).values_list("pk", "item_id", "is_gold"))
-    Lease.objects.filter(pk__in=[pk for pk, _, _ in expired]).update(
+    expired = list(
+        due.select_for_update(skip_locked=skip).values_list(
+            "pk", "item_id", "is_gold", "project_id"
+        )
+    )
+    Lease.objects.filter(pk__in=[pk for pk, *_ in expired]).update(
         state=Lease.State.EXPIRED, closed_at=now
     )
     # Item order, as everywhere queue entries are written, so that two writers never deadlock.
-    for item_id, n in sorted(Counter(item for _, item, gold in expired if not gold).items()):
+    for item_id, n in sorted(Counter(item for _, item, gold, _ in expired if not gold).items()):
         QueueEntry.objects.filter(item_id=item_id).update(open_leases=F("open_leases") - n)
+    # The labellers may have these items again, wherever their floors are.
+    queue_reopened(project_id for *_, project_id in expired)
     return len(expired)
 
 
@@ -580,4 +654,5 @@ def entries_reopen(*, project: Project, item_ids: list[int]) -> int:
             .update(state=Item.State.COLLECTING)
         )
         QueueEntry.objects.filter(item_id__in=chunk).update(collecting=True)
+    queue_reopened([project.pk] if item_ids else [])
     return reopened

@@ -19,6 +19,7 @@ from labelling.models import Item, Prediction, Project, QueueEntry, QueuePolicy
 from labelling.numerics.selection import select_items
 from labelling.numerics.uncertainty import pack_samples
 from labelling.policy import DEFAULT_POLICY, Policy, parse_policy
+from labelling.services.floors import queue_reopened
 
 logger = logging.getLogger("quorum.queue")
 ITEM, PREDICTION, ENTRY = (m._meta.db_table for m in (Item, Prediction, QueueEntry))
@@ -268,4 +269,7 @@ def queue_items_add(*, project: Project, item_ids: list[int], rule: str, user: A
         for position, item_id in enumerate(waiting)
     )  # fmt: skip
     Item.objects.filter(pk__in=waiting, state="").update(state=Item.State.QUEUED)
+    # Ahead of every labeller's floor. (Entries queued by a policy run go behind the rest, below
+    # every floor, and need no such call.)
+    queue_reopened([project.pk])
     return len(waiting)

@@ -23,6 +23,7 @@ from core.exceptions import Conflict, InputError, InvalidInput, NotFound
 from labelling.models import Consensus, Escalation, Item, Label, Labeller, Project, QueueEntry
 from labelling.services.consensus import consensus_schedule
 from labelling.services.decisions import decision_time
+from labelling.services.floors import queue_reopened
 
 ESCALATION, ITEM = Escalation._meta.db_table, Item._meta.db_table
 Resolution = Escalation.Resolution
@@ -183,6 +184,7 @@ def _apply(escalation: Escalation, entry: QueueEntry | None, decision: Decision,
         QueueEntry.objects.filter(pk=entry.pk).update(
             needed=F("labels_count") + project.overlap_min, collecting=True
         )
+        queue_reopened([project.pk])
         item.state, item.expert_label = Item.State.COLLECTING, ""
     elif decision.action == Resolution.REMOVE:
         item.state, item.expert_label = Item.State.REMOVED, ""

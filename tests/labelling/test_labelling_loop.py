@@ -16,6 +16,8 @@ from rest_framework.test import APIClient
 from core.permissions import Role
 from labelling.api import loop
 from labelling.models import Item, Label, Labeller, Lease, Project, QueueEntry
+from labelling.services.labellers import labeller_create
+from labelling.services.leasing import label_submit, lease_next
 from tests.labelling.test_leasing import answer, queued_project
 
 pytestmark = pytest.mark.django_db
@@ -201,11 +203,20 @@ def test_on_postgresql_a_cycle_takes_two_statements_to_lease_and_one_to_answer(
     response, sent = statements(lambda: answer(crowd[0], lease))
     assert response.status_code == 201
     assert len(sent) == 1, sent
-    # An answer that completes its item's overlap takes the full path: the overlap rule runs.
-    for client in crowd[1:]:
-        assert answer(client, client.get(NEXT).json()["lease"]).status_code == 201
+    # An answer that completes its item's overlap runs the overlap rule in the same statement.
+    lease = crowd[1].get(NEXT).json()["lease"]
+    assert answer(crowd[1], lease).status_code == 201
     assert Item.objects.get(external_id="i0").state == Item.State.APPROVED
+    assert Item.objects.get(external_id="i0").decided_at is not None
     assert QueueEntry.objects.get(item__external_id="i0").labels_count == 2
+    assert not QueueEntry.objects.get(item__external_id="i0").collecting
+    lease = crowd[2].get(NEXT).json()["lease"]
+    answer(crowd[2], lease)
+    lease = crowd[1].get(NEXT).json()["lease"]
+    response, sent = statements(lambda: answer(crowd[1], lease))
+    assert response.status_code == 201
+    assert len(sent) == 1, sent
+    assert Item.objects.get(external_id="i1").state == Item.State.APPROVED
 
 
 def test_on_postgresql_the_loops_statements_are_prepared_unless_turned_off(
@@ -281,3 +292,70 @@ def test_the_fast_bodies_are_the_documented_serializers_output(
     assert label_body(label) == LabelOutput(label).data
     label.duration_ms = 1840
     assert label_body(label) == LabelOutput(label).data
+
+
+# (overlap min, max), the answers to the most urgent item in turn, and what becomes of it at the
+# project's target confidence of 0.7: agreement 2/3 and 2/4 ask for one more label, 3/4 approves,
+# 3/5 at the maximum escalates.
+OVERLAP_RULE_CASES = [
+    ((3, 5), "mmm", "approved", 3),
+    ((3, 5), "mmnm", "approved", 4),
+    ((3, 5), "mnmnm", "escalated", 5),
+    ((2, 2), "mn", "escalated", 2),
+    ((2, 4), "nn", "approved", 2),
+]
+
+
+@pytest.mark.parametrize(("overlap", "answers", "outcome", "needed"), OVERLAP_RULE_CASES)
+def test_the_one_statement_answer_runs_the_overlap_rule_as_the_full_service_does(
+    make_project: Callable[..., Project],
+    client_for: Callable[..., APIClient],
+    overlap: tuple[int, int],
+    answers: str,
+    outcome: str,
+    needed: int,
+) -> None:
+    needs_postgresql()
+    fast = queued_project(make_project(), n=2, overlap=overlap)
+    full = queued_project(make_project(slug="pet-match-full"), n=2, overlap=overlap)
+    Project.objects.update(target_confidence=0.7)
+    names = {"m": "match", "n": "no_match"}
+    traces: dict[str, list[tuple[Any, ...]]] = {"fast": [], "full": []}
+    for k, letter in enumerate(answers):
+        client = client_for(fast, f"fast{k}", Role.CROWD)
+        assert answer(client, client.get(NEXT).json()["lease"], names[letter]).status_code == 201
+        labeller, _ = labeller_create(project=full, username=f"full{k}", role=Role.CROWD)
+        lease = lease_next(project=full, labeller=labeller)
+        assert lease is not None
+        label_submit(lease_id=lease.pk, user=labeller.user, value=names[letter], duration_ms=1)
+        for name, project in (("fast", fast), ("full", full)):
+            entry = QueueEntry.objects.select_related("item").get(
+                project=project, item__external_id="i0"
+            )
+            traces[name].append(
+                (entry.labels_count, entry.needed, entry.collecting, entry.item.state,
+                 entry.item.decided_at is not None)
+            )  # fmt: skip
+    assert traces["fast"] == traces["full"]
+    labels, wanted, collecting, state, decided = traces["fast"][-1]
+    assert (labels, wanted, collecting, state) == (len(answers), needed, False, outcome)
+    assert decided == (outcome == "approved")
+
+
+def test_an_answer_whose_counts_disagree_with_the_labels_takes_the_full_service(
+    project: Project, client_for: Callable[..., APIClient]
+) -> None:
+    """The one statement decides only from the labels its entry counts; when the counts differ
+    (as when another answer commits while it runs), the full service decides."""
+    needs_postgresql()
+    queued_project(project, n=1, overlap=(2, 2))
+    first, second = (client_for(project, name, Role.CROWD) for name in ("first", "second"))
+    assert answer(first, first.get(NEXT).json()["lease"]).status_code == 201
+    lease = second.get(NEXT).json()["lease"]
+    answer(second, 10**9)  # the token's first request reads its user; not counted below
+    QueueEntry.objects.update(labels_count=0, needed=1)  # one label fewer than stored
+    response, sent = statements(lambda: answer(second, lease))
+    assert response.status_code == 201
+    assert len(sent) > 1, sent
+    entry = QueueEntry.objects.select_related("item").get()
+    assert (entry.labels_count, entry.collecting, entry.item.state) == (1, False, "approved")

@@ -29,11 +29,8 @@ def no_gold_warm_up(settings: Any) -> None:
     settings.NEW_LABELLER_GOLD = 0
 
 
-def queued_project(project: Project, n: int = 3, *, overlap: tuple[int, int] = (3, 5)) -> Project:
-    """The project with n items queued (i0 most urgent), overlap min and max as given."""
-    project.overlap_min, project.overlap_max = overlap
-    project.gold_rate = 0
-    project.save()
+def import_items(project: Project, numbers: range) -> None:
+    """Predictions for items i{k}, k in numbers (not queued)."""
     rows = "\n".join(
         json.dumps(
             {
@@ -43,9 +40,17 @@ def queued_project(project: Project, n: int = 3, *, overlap: tuple[int, int] = (
                 "probabilities": {"match": 0.5 + k / 1000, "no_match": 0.5 - k / 1000},
             }
         )
-        for k in range(n)
+        for k in numbers
     )
     predictions_import(project=project, stream=io.BytesIO(rows.encode()), fmt="jsonl")
+
+
+def queued_project(project: Project, n: int = 3, *, overlap: tuple[int, int] = (3, 5)) -> Project:
+    """The project with n items queued (i0 most urgent), overlap min and max as given."""
+    project.overlap_min, project.overlap_max = overlap
+    project.gold_rate = 0
+    project.save()
+    import_items(project, range(n))
     queue_select(
         project=project, policy=parse_policy({"rules": [{"rule": "random", "fraction": 1}]})
     )
