@@ -27,9 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import connection, transaction
-from django.db.models import F
 
-from labelling.models import QueueEpoch
+from labelling.models import Project, QueueEpoch
 
 EPOCH = QueueEpoch._meta.db_table
 
@@ -55,6 +54,15 @@ def _raise(project_ids: list[int]) -> None:
             cursor.execute(_RAISE, [project_id])
 
 
+# Every project's, those that never had one included (their floors carry epoch 0).
+_RAISE_ALL = (
+    f"INSERT INTO {EPOCH} (project_id, value) SELECT id, 1 FROM {Project._meta.db_table} "
+    f"WHERE true ON CONFLICT (project_id) DO UPDATE SET value = {EPOCH}.value + 1"
+)
+
+
 def queue_epochs_raise() -> int:
     """Raise every project's queue epoch (the periodic safety net); return how many."""
-    return QueueEpoch.objects.update(value=F("value") + 1)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_RAISE_ALL)
+        return int(cursor.rowcount)

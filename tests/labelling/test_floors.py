@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from core.exceptions import Conflict
 from core.permissions import Role
 from labelling.models import Item, Labeller, Lease, Project, QueueEntry, QueueEpoch, QueueFloor
 from labelling.services import consensus
+from labelling.services.floors import queue_epochs_raise, queue_reopened
 from labelling.services.labellers import labeller_create
 from labelling.services.leasing import (
     _next_entry,
@@ -30,7 +32,7 @@ from labelling.services.queueing import queue_items_add
 from labelling.tasks import expire_leases
 from tests.labelling.test_leasing import import_items, queued_project
 
-pytestmark = [pytest.mark.needs_postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +46,9 @@ def crowd(project: Project, n: int) -> list[Labeller]:
     ]
 
 
-def test_a_labeller_alone_keeps_a_floor_just_below_their_last_item(project: Project) -> None:
+def test_a_labeller_alone_keeps_a_floor_just_below_their_last_item(
+    project: Project, make_project: Callable[..., Project]
+) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("floors are PostgreSQL's: SQLite leases search from the top")
     queued_project(project, 30, overlap=(3, 3))
@@ -70,9 +74,12 @@ def test_a_labeller_alone_keeps_a_floor_just_below_their_last_item(project: Proj
     again = lease_next(project=project, labeller=alone)
     assert again is not None and again.item_id == order[20].item_id
     assert QueueFloor.objects.get(labeller=alone).epoch == epoch
-    # The periodic lease expiry, the safety net, voids every floor.
+    # The periodic lease expiry, the safety net, voids every floor, in projects whose epoch was
+    # never raised too.
+    other = make_project(slug="other")
     expire_leases()
     assert QueueEpoch.objects.get(project=project).value == epoch + 1
+    assert QueueEpoch.objects.get(project=other).value == 1
 
 
 class World:
@@ -175,3 +182,16 @@ def test_a_lease_from_the_floor_is_the_lease_from_the_top(project: Project, seed
         world.step()
     assert world.takes > 50
     assert world.from_floor >= 10, "the floors were hardly used: the test checks little"
+
+
+def test_epochs_rise_after_commit_and_all_at_once_on_either_database(
+    project: Project, make_project: Callable[..., Project]
+) -> None:
+    make_project(slug="other")
+    with transaction.atomic():
+        queue_reopened([project.pk, project.pk])
+        assert not QueueEpoch.objects.exists()  # not before the change is committed
+    assert QueueEpoch.objects.get(project=project).value == 1
+    assert queue_epochs_raise() == 2
+    epochs = dict(QueueEpoch.objects.values_list("project__slug", "value"))
+    assert epochs == {"pet-match": 2, "other": 1}
