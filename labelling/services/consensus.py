@@ -519,6 +519,7 @@ def _write_entries(
 ) -> None:
     """Set the queue entries' `collecting` flag; still unsure: ask for one more label, up to max."""
     more = f"%s AND labels_count >= needed AND needed < {int(project.overlap_max)}"
+    changed = 0
     for condition, params in _id_sets(item_ids):
         cursor.execute(
             f"UPDATE {QUEUE} SET collecting = %s, needed = CASE WHEN {more} "
@@ -526,8 +527,9 @@ def _write_entries(
             f"WHERE (collecting <> %s OR ({more})) AND item_id {condition}",
             [collecting, collecting, collecting, collecting, *params],
         )
-        if collecting and cursor.rowcount:
-            queue_reopened([project.pk])
+        changed += cursor.rowcount
+    if collecting and changed:
+        queue_reopened([project.pk])
 
 
 def _open_escalations(cursor: CursorWrapper, project: Project, now: Any) -> None:

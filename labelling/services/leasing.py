@@ -116,6 +116,13 @@ _TAKE_ENTRY = (
 )
 
 
+# The take with locked entries skipped, then waiting for them (see _take_entry).
+_TAKES = tuple(
+    _TAKE_ENTRY.replace("{lock}", lock)
+    for lock in (" FOR UPDATE OF q SKIP LOCKED", " FOR UPDATE OF q")
+)
+
+
 def _take_entry(project: Project, labeller: Labeller) -> Lease | None:
     """Lease the most urgent entry in one statement (PostgreSQL).
 
@@ -131,8 +138,8 @@ def _take_entry(project: Project, labeller: Labeller) -> Lease | None:
         project_id, labeller_id, labeller_id,
     ]  # fmt: skip
     with rows.cursor() as cursor:
-        for lock in (" FOR UPDATE OF q SKIP LOCKED", " FOR UPDATE OF q"):
-            cursor.execute(_TAKE_ENTRY.replace("{lock}", lock), params)
+        for take in _TAKES:
+            cursor.execute(take, params)
             row = cursor.fetchone()
             if row is not None:
                 break
@@ -453,6 +460,12 @@ def label_submit(
 # valid labels there are as many as its entry counts (a concurrent answer that committed after the
 # snapshot makes them differ). Anything else (a repeat, an expired or someone else's lease, a bad
 # label, counts that differ) it leaves untouched and returns no row: label_submit answers it.
+# The overlap rule's three conditions, on the entry `q` as it was, the item's `tally` with this
+# answer and the project in `held`: the answer completes the overlap; the labels disagree and
+# the overlap may grow; the item is settled.
+_COMPLETES = "q.labels_count + 1 >= q.needed"
+_WANTS_MORE = "tally.agreement < held.target_confidence AND q.needed < held.overlap_max"
+_SETTLED = "tally.agreement >= held.target_confidence"
 _ANSWER_AT_ONCE = (
     "WITH held AS (SELECT l.id, l.project_id, l.item_id, l.labeller_id, l.is_gold, "
     "p.target_confidence, p.overlap_max "
@@ -470,13 +483,10 @@ _ANSWER_AT_ONCE = (
     "tally AS (SELECT SUM(n) - 1 AS before, MAX(n)::float8 / SUM(n) AS agreement FROM votes), "
     f"counted AS (UPDATE {ENTRY} q SET labels_count = q.labels_count + 1, "
     "open_leases = q.open_leases - 1, "
-    "needed = CASE WHEN q.labels_count + 1 >= q.needed "
-    "AND tally.agreement < held.target_confidence AND q.needed < held.overlap_max "
-    "THEN q.needed + 1 ELSE q.needed END, "
-    "collecting = CASE WHEN q.labels_count + 1 >= q.needed AND NOT (tally.agreement < "
-    "held.target_confidence AND q.needed < held.overlap_max) THEN false ELSE q.collecting END "
-    "FROM held, tally WHERE q.item_id = held.item_id AND NOT held.is_gold "
-    "AND (q.labels_count + 1 < q.needed OR (q.collecting AND q.labels_count = tally.before)) "
+    f"needed = CASE WHEN {_COMPLETES} AND {_WANTS_MORE} THEN q.needed + 1 ELSE q.needed END, "
+    f"collecting = CASE WHEN {_COMPLETES} AND NOT ({_WANTS_MORE}) THEN false "
+    "ELSE q.collecting END FROM held, tally WHERE q.item_id = held.item_id AND NOT held.is_gold "
+    f"AND (NOT ({_COMPLETES}) OR (q.collecting AND q.labels_count = tally.before)) "
     "RETURNING q.id, q.labels_count >= q.needed AND NOT q.collecting AS closing), "
     "taken AS (SELECT * FROM held WHERE held.is_gold OR EXISTS (SELECT 1 FROM counted)), "
     f"answer AS (INSERT INTO {LABEL} (project_id, item_id, labeller_id, lease_id, value, source, "
@@ -489,10 +499,8 @@ _ANSWER_AT_ONCE = (
     f"stamp AS (SELECT pg_advisory_xact_lock_shared({DECISIONS_NAMESPACE}, "
     "held.project_id::integer), clock_timestamp() AS at FROM held), "
     f"decided AS (UPDATE {ITEM} i SET "
-    "state = CASE WHEN tally.agreement >= held.target_confidence THEN 'approved' "
-    "ELSE 'escalated' END, "
-    "decided_at = CASE WHEN tally.agreement >= held.target_confidence "
-    "THEN (SELECT at FROM stamp) ELSE i.decided_at END "
+    f"state = CASE WHEN {_SETTLED} THEN 'approved' ELSE 'escalated' END, "
+    f"decided_at = CASE WHEN {_SETTLED} THEN (SELECT at FROM stamp) ELSE i.decided_at END "
     "FROM held, tally, counted WHERE i.id = held.item_id AND counted.closing) "
     "SELECT id, project_id FROM answer"
 )
@@ -564,13 +572,14 @@ def label_undo(*, lease_id: int, user: Any) -> Lease:
     )
     # The labeller is back on this item: give back the item they had moved on to, and let them
     # have the full lease time for the second answer.
-    for other in Lease.objects.select_for_update().filter(
-        labeller=lease.labeller, state=Lease.State.OPEN
-    ):
+    others = list(
+        Lease.objects.select_for_update().filter(labeller=lease.labeller, state=Lease.State.OPEN)
+    )
+    for other in others:
         other.state, other.closed_at = Lease.State.EXPIRED, timezone.now()
         other.save(update_fields=["state", "closed_at"])
         _release(other)
-        queue_reopened([other.project_id])
+    queue_reopened(other.project_id for other in others)
     lease.state, lease.closed_at = Lease.State.OPEN, None
     lease.expires_at = timezone.now() + timedelta(seconds=_lease_seconds())
     lease.save(update_fields=["state", "closed_at", "expires_at"])
