@@ -338,8 +338,13 @@ class Lease(models.Model):
             models.Index(
                 fields=["labeller"], condition=Q(state="open"), name="lease_open_by_labeller"
             ),
+            # Whether any of a project's open leases is past its expiry, asked before every
+            # lease (project first: by expiry alone the planner may pick a scan of every lease
+            # of the project instead), and the periodic expiry of every project's.
             models.Index(
-                fields=["expires_at"], condition=Q(state="open"), name="lease_open_expiry"
+                fields=["project", "expires_at"],
+                condition=Q(state="open"),
+                name="lease_open_project_expiry",
             ),
         ]
 
