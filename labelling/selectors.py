@@ -76,18 +76,19 @@ def labeller_for(*, user: User, slug: str, roles: Collection[Role]) -> tuple[Pro
     return project, labeller
 
 
-def member_by_token_sql(extra: str = "") -> str:
+def member_by_token_sql(extra: str = "", *, by_id: bool = False) -> str:
     """One read for an API token's holder and their membership of a project (parameters: the
-    slug, the key) with its project: it runs before every lease. `extra` adds columns after the
-    member's and the project's, which may refer to the member as `m` (their parameters come
-    before the slug and the key).
+    slug, or with `by_id` the project's id, then the key) with its project: it runs before every
+    lease. `extra` adds columns after the member's and the project's, which may refer to the
+    member as `m` (their parameters come before the project's and the key).
 
     The project and the token's user are found first, each by its unique key, so the membership
     is one index lookup whatever the project's size or the tables' statistics."""
+    project = "%s" if by_id else f"(SELECT id FROM {Project._meta.db_table} WHERE slug = %s)"
     return (
         f"SELECT {rows.columns(Labeller, 'm')}, {rows.columns(Project, 'p')}{extra} "
         f"FROM {Labeller._meta.db_table} m JOIN {Project._meta.db_table} p ON p.id = m.project_id "
-        f"WHERE m.project_id = (SELECT id FROM {Project._meta.db_table} WHERE slug = %s) "
+        f"WHERE m.project_id = {project} "
         f"AND m.user_id = (SELECT t.user_id FROM {Token._meta.db_table} t "
         f"JOIN {AuthUser._meta.db_table} u ON u.id = t.user_id "
         "WHERE t.key = %s AND u.is_active AND NOT u.is_superuser)"

@@ -24,9 +24,17 @@ from core.exceptions import QuorumError
 from core.permissions import LABELLERS
 from core.throttling import FailOpenScopedRateThrottle
 from labelling.api import views
-from labelling.api.serializers import label_body, task_body
-from labelling.selectors import user_id_by_token
-from labelling.services.leasing import label_submit, label_submit_at_once, lease_next_by_token
+from labelling.api.serializers import label_body, next_body, task_body
+from labelling.models import Lease, Project
+from labelling.selectors import labeller_for, user_id_by_token
+from labelling.services.leasing import (
+    Submitted,
+    label_submit,
+    label_submit_at_once,
+    lease_next,
+    lease_next_as_read,
+    lease_next_by_token,
+)
 
 View = Callable[..., HttpResponse]
 MAX_DURATION_MS = 24 * 3600 * 1000
@@ -71,7 +79,7 @@ def next_task(request: HttpRequest, slug: str) -> HttpResponse:
     """GET tasks/next for a token holder who is a member of the project."""
     if request.method != "GET":
         raise _Fallback
-    found = lease_next_by_token(key=_token(request), slug=slug, roles=LABELLERS)
+    found = lease_next_by_token(key=_token(request), project=slug, roles=LABELLERS)
     if found is None:
         raise _Fallback
     _, lease = found
@@ -80,21 +88,24 @@ def next_task(request: HttpRequest, slug: str) -> HttpResponse:
     return _json(task_body(lease))
 
 
-def _answer(request: HttpRequest) -> tuple[str, int | None]:
-    """The label and duration of a well-formed answer body."""
+def _answer(request: HttpRequest) -> tuple[str, int | None, bool]:
+    """The label, duration and whether the next item is wanted, of a well-formed answer body."""
     try:
         body = orjson.loads(request.body)
     except orjson.JSONDecodeError:
         raise _Fallback from None
-    if not isinstance(body, dict) or not set(body) <= {"label", "duration_ms"}:
+    if not isinstance(body, dict) or not set(body) <= {"label", "duration_ms", "next"}:
         raise _Fallback
     label, duration = body.get("label"), body.get("duration_ms")
+    wants_next = body.get("next", False)
     label = label.strip() if isinstance(label, str) else ""
     if not label or len(label) > 100:
         raise _Fallback
     if duration is not None and (type(duration) is not int or not 0 <= duration <= MAX_DURATION_MS):
         raise _Fallback
-    return label, duration
+    if type(wants_next) is not bool:
+        raise _Fallback
+    return label, duration, wants_next
 
 
 class _Throttled:
@@ -130,7 +141,7 @@ def submit_label(request: HttpRequest, lease_id: int) -> HttpResponse:
     if request.method != "POST" or request.content_type != "application/json":
         raise _Fallback
     key = _token(request)
-    label, duration = _answer(request)
+    label, duration, wants_next = _answer(request)
     user_id = _holder(key)
     if user_id is None:
         raise _Fallback
@@ -140,7 +151,12 @@ def submit_label(request: HttpRequest, lease_id: int) -> HttpResponse:
     submitted = None
     if connection.vendor == "postgresql":
         submitted = label_submit_at_once(
-            lease_id=lease_id, token=key, value=label, duration_ms=duration, source="api"
+            lease_id=lease_id,
+            token=key,
+            value=label,
+            duration_ms=duration,
+            source="api",
+            then_next=wants_next,
         )
     if submitted is None:
         # Not the common case (or SQLite): the token is read again, then the full service runs.
@@ -155,4 +171,21 @@ def submit_label(request: HttpRequest, lease_id: int) -> HttpResponse:
             duration_ms=duration,
             source="api",
         )
-    return _json(label_body(submitted.label), status=201)
+    body = label_body(submitted.label)
+    if wants_next:
+        body |= next_body(lambda: _next_after(key, user_id, submitted))
+    return _json(body, status=201)
+
+
+def _next_after(key: str, user_id: int, submitted: Submitted) -> Lease | None:
+    """The next lease of the token's holder in the project of the answer they just gave."""
+    if submitted.before_next is not None:  # read by the statement that stored the answer
+        return lease_next_as_read(*submitted.before_next)
+    project_id = submitted.label.project_id
+    found = lease_next_by_token(key=key, project=project_id, roles=LABELLERS)
+    if found is None:  # a holder this lane does not serve (a superuser): as the DRF view does
+        user = get_user_model().objects.get(pk=user_id)
+        slug = Project.objects.values_list("slug", flat=True).get(pk=project_id)
+        project, labeller = labeller_for(user=user, slug=slug, roles=LABELLERS)
+        return lease_next(project=project, labeller=labeller)
+    return found[1]

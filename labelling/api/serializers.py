@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rest_framework import serializers
 
+from core.exceptions import QuorumError
 from labelling.importing.rows import FORMATS
 from labelling.models import Job, Release
 from labelling.policy import MAX_COUNT
@@ -175,6 +177,12 @@ class LabelInput(serializers.Serializer):
         max_value=24 * 3600 * 1000,
         help_text="Time the labeller spent, as measured by the client.",
     )
+    next = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Also lease this labeller's next item and return it as `next`, saving the "
+        "separate tasks/next call.",
+    )
 
 
 class LabelOutput(serializers.Serializer):
@@ -185,6 +193,26 @@ class LabelOutput(serializers.Serializer):
     label = serializers.CharField(source="value")  # type: ignore[assignment]
     duration_ms = serializers.IntegerField(allow_null=True)
     created_at = serializers.DateTimeField()
+
+
+class NextErrorOutput(serializers.Serializer):
+    """Why no next item could be leased after an answer (the answer itself is stored)."""
+
+    status = serializers.IntegerField(help_text="The status tasks/next would have answered.")
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+class LabelAndNextOutput(LabelOutput):
+    """A recorded answer; with `"next": true` in the request, also the labeller's next item."""
+
+    next = TaskOutput(
+        required=False,
+        allow_null=True,
+        help_text="Only when asked for: the next item, as tasks/next gives it; null when nothing "
+        "is left for this labeller or when `next_error` says why none could be leased.",
+    )
+    next_error = NextErrorOutput(required=False)
 
 
 # The labelling loop writes these two bodies for every answer; building them through DRF's field
@@ -214,6 +242,16 @@ def label_body(label: Any) -> dict[str, Any]:
         "duration_ms": label.duration_ms,
         "created_at": _TIME.to_representation(label.created_at),
     }
+
+
+def next_body(take: Callable[[], Any]) -> dict[str, Any]:
+    """The `next` part of an answer that asked for the next item: what `take` leased (a lease
+    or None) as tasks/next gives it, or null and the error tasks/next would have answered."""
+    try:
+        lease = take()
+    except QuorumError as error:
+        return {"next": None, "next_error": {"status": error.status_code, **error.as_dict()}}
+    return {"next": None if lease is None else task_body(lease)}
 
 
 class LeaseOutput(serializers.Serializer):

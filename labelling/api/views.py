@@ -34,8 +34,8 @@ from labelling.api.serializers import (
     InvitationInput,
     InvitationOutput,
     JobOutput,
+    LabelAndNextOutput,
     LabelInput,
-    LabelOutput,
     LeaseOutput,
     ModelVersionInput,
     ModelVersionOutput,
@@ -52,6 +52,8 @@ from labelling.api.serializers import (
     ResolveInput,
     ResolveOutput,
     TaskOutput,
+    label_body,
+    next_body,
 )
 from labelling.importing.rows import detect_format
 from labelling.models import ModelVersion, Prediction, Project, Release
@@ -250,7 +252,7 @@ class LabelSubmitView(APIView):
         operation_id="lease_label",
         request=LabelInput,
         responses={
-            201: LabelOutput,
+            201: LabelAndNextOutput,
             409: OpenApiResponse(ERROR_SCHEMA),
             429: OpenApiResponse(ERROR_SCHEMA, description="Too many answers: wait and retry"),
             **ERRORS,
@@ -266,7 +268,16 @@ class LabelSubmitView(APIView):
             duration_ms=form.validated_data.get("duration_ms"),
             source="web" if request.auth is None else "api",
         )
-        return Response(LabelOutput(submitted.label).data, status=status.HTTP_201_CREATED)
+        body = label_body(submitted.label)
+        if form.validated_data["next"]:
+            slug = Project.objects.values_list("slug", flat=True).get(pk=submitted.label.project_id)
+
+            def take() -> Any:
+                project, labeller = labeller_for(user=request.user, slug=slug, roles=LABELLERS)
+                return lease_next(project=project, labeller=labeller)
+
+            body |= next_body(take)
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class LeaseSkipView(APIView):

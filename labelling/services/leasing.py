@@ -44,6 +44,9 @@ from labelling.services.decisions import DECISIONS_NAMESPACE, decision_time
 from labelling.services.floors import queue_reopened
 
 ITEM, ENTRY, LEASE, LABEL = (m._meta.db_table for m in (Item, QueueEntry, Lease, Label))
+# Before a lease: (expired leases are due, the labeller's leases so far up to the warm-up, the id
+# of their open lease).
+Before = tuple[bool, int, int | None]
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class Submitted:
 
     label: Label
     created: bool
+    # From label_submit_at_once(then_next=True): the labeller, with their project, and the checks
+    # before their next lease, read by the statement that stored the answer (lease_next_as_read).
+    before_next: tuple[Labeller, Before] | None = None
 
 
 def _lease_seconds() -> int:
@@ -178,19 +184,25 @@ def _wants_gold(project: Project, leases_so_far: int) -> bool:
 # Before every lease, in one read: are leases of the project past their expiry, how many leases
 # has the labeller had (counted no further than the gold warm-up needs: a history can be long),
 # and which lease do they hold open. The labeller is `m`; the parameters are (now, warm-up, now).
-_BEFORE_LEASE_COLUMNS = (
-    f"EXISTS (SELECT 1 FROM {LEASE} WHERE project_id = m.project_id AND state = 'open' "
-    "AND expires_at <= %s), "
-    f"(SELECT COUNT(*) FROM (SELECT 1 FROM {LEASE} WHERE labeller_id = m.id "
-    "AND state <> 'expired' LIMIT %s) AS so_far), "
-    f"(SELECT id FROM {LEASE} WHERE labeller_id = m.id AND state = 'open' AND expires_at > %s "
-    "ORDER BY created_at DESC, id DESC LIMIT 1)"
-)
+def _before_columns(other_than: str = "") -> str:
+    """The checks before a lease, as columns of a read of the member `m` (parameters: now, the
+    gold warm-up, now); `other_than` names a lease the open lease may not be."""
+    besides = f" AND id <> {other_than}" if other_than else ""
+    return (
+        f"EXISTS (SELECT 1 FROM {LEASE} WHERE project_id = m.project_id AND state = 'open' "
+        "AND expires_at <= %s), "
+        f"(SELECT COUNT(*) FROM (SELECT 1 FROM {LEASE} WHERE labeller_id = m.id "
+        "AND state <> 'expired' LIMIT %s) AS so_far), "
+        f"(SELECT id FROM {LEASE} WHERE labeller_id = m.id AND state = 'open' AND expires_at > %s"
+        f"{besides} ORDER BY created_at DESC, id DESC LIMIT 1)"
+    )
+
+
+_BEFORE_LEASE_COLUMNS = _before_columns()
 _BEFORE_LEASE = f"SELECT {_BEFORE_LEASE_COLUMNS} FROM {Labeller._meta.db_table} m WHERE m.id = %s"
 # The token's holder, their membership and the checks before their lease, in one read.
 _MEMBER_BEFORE_LEASE = member_by_token_sql(", " + _BEFORE_LEASE_COLUMNS)
-
-Before = tuple[bool, int, int | None]
+_MEMBER_BEFORE_LEASE_BY_ID = member_by_token_sql(", " + _BEFORE_LEASE_COLUMNS, by_id=True)
 
 
 def _before_params(now: Any) -> list[Any]:
@@ -246,23 +258,36 @@ def lease_next(*, project: Project, labeller: Labeller) -> Lease | None:
 
 
 def lease_next_by_token(
-    *, key: str, slug: str, roles: Collection[Role]
+    *, key: str, project: str | int, roles: Collection[Role]
 ) -> tuple[Labeller, Lease | None] | None:
-    """lease_next for the holder of an API token who is a member of the project in one of
-    `roles`, found in the same read as the checks before the lease; None when the token, the
-    project or the role does not fit. On SQLite the read is inside the lease's transaction."""
+    """lease_next for the holder of an API token who is a member of the project (its slug, or
+    its id) in one of `roles`, found in the same read as the checks before the lease; None when
+    the token, the project or the role does not fit. On SQLite the read is inside the lease's
+    transaction."""
+    read = _MEMBER_BEFORE_LEASE_BY_ID if isinstance(project, int) else _MEMBER_BEFORE_LEASE
     with nullcontext() if _postgres() else transaction.atomic():
         now = timezone.now()
         with rows.cursor() as cursor:
-            cursor.execute(_MEMBER_BEFORE_LEASE, [*_before_params(now), slug, key])
+            cursor.execute(read, [*_before_params(now), project, key])
             row = cursor.fetchone()
         member = None if row is None else member_from_row(row, roles)
         if row is None or member is None:
             return None
         _check_may_work(member, TAKES_NEW_WORK)
-        due, so_far, open_id = row[-3:]
-        before = (bool(due), int(so_far), open_id)
-        return member, _lease_next(member.project, member, now, before)
+        return member, _lease_next(member.project, member, now, _before_from_row(row))
+
+
+def _before_from_row(row: Any) -> Before:
+    """The checks before a lease, from the last three columns of a read."""
+    due, so_far, open_id = row[-3:]
+    return bool(due), int(so_far), open_id
+
+
+def lease_next_as_read(labeller: Labeller, before: Before) -> Lease | None:
+    """lease_next with the labeller (and their project) and the checks before the lease as a
+    statement already read them (label_submit_at_once with then_next)."""
+    _check_may_work(labeller, TAKES_NEW_WORK)
+    return _lease_next(labeller.project, labeller, timezone.now(), before)
 
 
 def _lease_next(project: Project, labeller: Labeller, now: Any, before: Before) -> Lease | None:
@@ -492,7 +517,7 @@ _ANSWER_AT_ONCE = (
     f"answer AS (INSERT INTO {LABEL} (project_id, item_id, labeller_id, lease_id, value, source, "
     "batch, duration_ms, created_at, state, void_reason) SELECT project_id, item_id, labeller_id, "
     "id, %s, %s, %s, %s::integer, %s::timestamptz, 'valid', '' FROM taken "
-    "RETURNING id, project_id), "
+    "RETURNING id, project_id, labeller_id, lease_id), "
     f"closed AS (UPDATE {LEASE} l SET state = 'labelled', closed_at = %s FROM taken "
     "WHERE l.id = taken.id), "
     # A decision's time is read under the project's shared decision lock, as decision_time does.
@@ -504,31 +529,57 @@ _ANSWER_AT_ONCE = (
     "FROM held, tally, counted WHERE i.id = held.item_id AND counted.closing) "
     "SELECT id, project_id FROM answer"
 )
+# The same, also reading the labeller, their project and the checks before their next lease (the
+# answered lease, still open in this statement's snapshot, is not their open lease).
+_ANSWER_THEN_NEXT = _ANSWER_AT_ONCE.replace(
+    "SELECT id, project_id FROM answer",
+    f"SELECT a.id, a.project_id, {rows.columns(Labeller, 'm')}, {rows.columns(Project, 'p')}, "
+    f"{_before_columns(other_than='a.lease_id')} FROM answer a "
+    f"JOIN {Labeller._meta.db_table} m ON m.id = a.labeller_id "
+    f"JOIN {Project._meta.db_table} p ON p.id = a.project_id",
+)
 
 
 def label_submit_at_once(
-    *, lease_id: int, token: str, value: str, duration_ms: int | None, source: str
+    *,
+    lease_id: int,
+    token: str,
+    value: str,
+    duration_ms: int | None,
+    source: str,
+    then_next: bool = False,
 ) -> Submitted | None:
     """The answer of the API token's holder in one statement (PostgreSQL), or None when it is
-    not the common case: label_submit then answers it, with every check and error message."""
+    not the common case: label_submit then answers it, with every check and error message.
+    With `then_next`, the same statement reads what their next lease needs (`before_next`)."""
     now = timezone.now()
     working = sorted(str(status) for status in FINISHES_WORK)
     batch = f"lease-{now:%Y%m%d}"
     params = [lease_id, token, now, working, value, value, value, source, batch, duration_ms]
     params += [now, now]
+    if then_next:
+        params += _before_params(now)
     with rows.cursor() as cursor:
-        cursor.execute(_ANSWER_AT_ONCE, params)
+        cursor.execute(_ANSWER_THEN_NEXT if then_next else _ANSWER_AT_ONCE, params)
         row = cursor.fetchone()
     if row is None:
         return None
-    label_id, project_id = row
+    label_id, project_id = row[:2]
+    before_next = None
+    if then_next:
+        member_end = 2 + rows.width(Labeller)
+        labeller = rows.instance(Labeller, row[2:member_end])
+        labeller.project = rows.instance(
+            Project, row[member_end : member_end + rows.width(Project)]
+        )
+        before_next = (labeller, _before_from_row(row))
     label = Label(
         pk=label_id, project_id=project_id, lease_id=lease_id, value=value, source=source,
         batch=batch, duration_ms=duration_ms, created_at=now,
     )  # fmt: skip
     label._state.adding = False
     transaction.on_commit(lambda: consensus_schedule(project_id=project_id))
-    return Submitted(label=label, created=True)
+    return Submitted(label=label, created=True, before_next=before_next)
 
 
 @transaction.atomic

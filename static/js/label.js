@@ -177,15 +177,20 @@
   }
 
   async function submit(task, label, duration) {
+    // `next: true`: the answer's response brings the next item too, one round trip an item.
     const result = await api("POST", leaseUrl(task.lease, "label"), {
       label: label,
       duration_ms: duration,
+      next: true,
     });
     if (result.status === 201) {
       clearNotice();
       countDone(1);
       state.previous = task;
-      return loadNext();
+      const data = result.data || {};
+      if (data.next) return show(data.next);
+      if (data.next === null && !data.next_error) return showEmpty();
+      return loadNext(); // no next item could be leased: tasks/next says why
     }
     if (result.status === 429) return slowDown(result, () => submit(task, label, duration));
     if (result.status === 409 || result.status === 404) return lost(result, "Your answer was not saved: the item");

@@ -64,6 +64,11 @@ def test_a_crowd_labeller_labels_five_items_with_the_keyboard_alone(
     page: Page, log_in: LogIn, project: Project, cora: str, expect: Any
 ) -> None:
     queue_items(project, 5)
+    asked = []  # the page's tasks/next calls: each answer brings the next item itself
+    page.on(
+        "request",
+        lambda request: asked.append(request.url) if "/tasks/next" in request.url else None,
+    )
     log_in(cora, PAGE)
     lease = next_item(page)
     keys = ["1", "2", "1", "2", "1"]
@@ -79,6 +84,7 @@ def test_a_crowd_labeller_labels_five_items_with_the_keyboard_alone(
             lease = next_item(page, after=lease)
 
     expect(page.locator("#empty")).to_be_visible()
+    assert len(asked) == 1, asked  # the first item only
     labels = list(Label.objects.order_by("created_at", "pk"))
     assert [label.value for label in labels] == ["match", "no_match", "match", "no_match", "match"]
     assert [label.lease_id for label in labels] == leases
