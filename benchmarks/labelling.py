@@ -9,12 +9,16 @@ so the tables hold nothing but this run's rows. It builds the projects through t
 API tokens, starts gunicorn on 127.0.0.1 and then measures, over keep-alive `http.client`
 connections (one a labeller, in threads of a few client processes):
 
-  (a) one labeller alone: 500 cycles of `GET tasks/next` + `POST leases/{id}/label`, p50 and p99
-      (a new labeller each run);
+  (a) one labeller alone: 500 cycles, p50 and p99 (a new labeller each run);
   (b) 32 labellers at once for 20 s: labels stored per second;
   (c) 64 labellers finishing 2,000 items at overlap 5 (min = max = 5), then the invariants in
       the database: every item has exactly 5 valid labels, no (item, labeller) pair repeats,
       every 201 answer is stored and nothing else is. PASS/FAIL each; exit status 1 on a FAIL.
+
+A cycle is one item labelled, in either of two protocols (--protocol; by default both, run by
+run in turn): "separate", `GET tasks/next` then `POST leases/{id}/label`; "chained", as the
+labelling page does, `POST leases/{id}/label` with `"next": true`, whose response brings the next
+item (`tasks/next` only when no item is in hand). (c) uses the last protocol given.
 
 The throttle is raised (QUORUM_LABEL_RATE) so that it measures the server, not the limit; it
 still runs, against Redis as in production (--redis-url, "" for the in-process cache).
@@ -95,13 +99,19 @@ class Tally:
 
 
 class Labeller:
-    """One labeller's keep-alive connection and the two calls of a labelling cycle."""
+    """One labeller's keep-alive connection and the calls of a labelling cycle: `tasks/next`
+    then the answer ("separate"), or, as the labelling page does ("chained"), the answer asking
+    for the next item (`"next": true`), with `tasks/next` only when no item is in hand."""
 
-    def __init__(self, port: int, slug: str, token: str, tally: Tally, lock: threading.Lock):
+    def __init__(
+        self, port: int, slug: str, token: str, tally: Tally, lock: threading.Lock, chained: bool
+    ):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         self.next_path = f"/api/v1/projects/{slug}/tasks/next"
         self.headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
         self.tally, self.lock = tally, lock
+        self.chained = chained
+        self.held: dict[str, Any] | None = None  # the next task an answer brought
 
     def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         # Both calls are safe to repeat (next returns the open lease, a repeated answer the
@@ -125,12 +135,20 @@ class Labeller:
         return status, json.loads(body) if status == 200 else None
 
     def answer(self, lease: int, value: str) -> bool:
-        payload = json.dumps({"label": value, "duration_ms": 1200}).encode()
+        fields: dict[str, Any] = {"label": value, "duration_ms": 1200}
+        if self.chained:
+            fields["next"] = True
+        payload = json.dumps(fields).encode()
         status, body = self.call("POST", f"/api/v1/leases/{lease}/label", payload)
         self.count(f"label {status}", body if status != 201 else b"")
         if status == 201:
+            answered = json.loads(body)
             with self.lock:
-                self.tally.answered[lease] = json.loads(body)["id"]
+                self.tally.answered[lease] = answered["id"]
+            if self.chained:
+                self.held = answered["next"]
+                if "next_error" in answered:
+                    self.count("next error", json.dumps(answered["next_error"]).encode())
         return status == 201
 
     def count(self, key: str, body: bytes) -> None:
@@ -140,11 +158,14 @@ class Labeller:
                 self.tally.errors.append(f"{key}: {body[:300]!r}")
 
     def cycle(self, value: str) -> str:
-        """One next + answer; returns "done" (a 204), "labelled" or "failed"."""
+        """One next + answer (or one chained answer); returns "done" (a 204), "labelled" or
+        "failed"."""
         started = time.perf_counter()
-        status, task = self.next_task()
+        task, self.held = self.held, None
         if task is None:
-            return "done" if status == 204 else "failed"
+            status, task = self.next_task()
+            if task is None:
+                return "done" if status == 204 else "failed"
         if not self.answer(task["lease"], value):
             return "failed"
         with self.lock:
@@ -177,11 +198,17 @@ def label_for(labeller: Labeller, until: float, stop_when_done: bool) -> None:
 
 
 def client_process(
-    port: int, slug: str, tokens: list[str], seconds: float, stop_when_done: bool, start_at: float
+    port: int,
+    slug: str,
+    tokens: list[str],
+    seconds: float,
+    stop_when_done: bool,
+    start_at: float,
+    chained: bool,
 ) -> Tally:
     """One client process: a thread per labeller, all starting at start_at (time.time())."""
     tally, lock = Tally(), threading.Lock()
-    labellers = [Labeller(port, slug, token, tally, lock) for token in tokens]
+    labellers = [Labeller(port, slug, token, tally, lock, chained) for token in tokens]
     time.sleep(max(0.0, start_at - time.time()))
     until = time.monotonic() + seconds
     threads = [
@@ -197,7 +224,13 @@ def client_process(
 
 
 def crowd_run(
-    port: int, slug: str, tokens: list[str], processes: int, seconds: float, stop_when_done: bool
+    port: int,
+    slug: str,
+    tokens: list[str],
+    processes: int,
+    seconds: float,
+    stop_when_done: bool,
+    chained: bool,
 ) -> tuple[Tally, float]:
     """All tokens' labellers at once, spread over client processes; the tally and wall time."""
     chunks = [tokens[i::processes] for i in range(processes)]
@@ -206,7 +239,9 @@ def crowd_run(
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
         start_at = time.time() + 1.5  # past the children's start-up
         futures = [
-            pool.submit(client_process, port, slug, chunk, seconds, stop_when_done, start_at)
+            pool.submit(
+                client_process, port, slug, chunk, seconds, stop_when_done, start_at, chained
+            )
             for chunk in chunks
         ]
         for future in futures:
@@ -347,17 +382,17 @@ def load() -> str:
 
 
 def analyze(dsn: str) -> None:
-    """What autovacuum does in production (it is off on some machines): fresh statistics of
-    this schema's tables."""
+    """What autovacuum does in production (it is off on some machines): the dead rows of the
+    previous run cleared and fresh statistics of this schema's tables."""
     tables = psql(dsn, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-    psql(dsn, "ANALYZE " + ", ".join(tables.split()))
+    psql(dsn, "VACUUM ANALYZE " + ", ".join(tables.split()))
 
 
-def one_labeller(port: int, slug: str, token: str, cycles: int) -> Tally:
-    """`cycles` next + answer cycles of one labeller on one keep-alive connection, after 20
-    warm-up cycles."""
+def one_labeller(port: int, slug: str, token: str, cycles: int, chained: bool) -> Tally:
+    """`cycles` next + answer cycles (or chained answers) of one labeller on one keep-alive
+    connection, after 20 warm-up cycles."""
     tally = Tally()
-    labeller = Labeller(port, slug, token, tally, threading.Lock())
+    labeller = Labeller(port, slug, token, tally, threading.Lock(), chained)
     for _ in range(20):
         labeller.cycle(LABELS[0])
     tally.cycles_ms.clear()
@@ -451,60 +486,93 @@ def first_errors(tally: Tally) -> None:
         print(f"    e.g. {error}")
 
 
+PROTOCOLS = {
+    "separate": "GET tasks/next, then POST the answer",
+    "chained": 'POST the answer with "next": true, which brings the next item (the labelling '
+    "page's way)",
+}
+
+
 def measure_alone(args: argparse.Namespace, port: int, dsn: str, tokens: list[str]) -> None:
     print(
-        f"\n(a) one labeller (a new one each run), {args.cycles} cycles of next + answer on one "
-        "keep-alive connection (after 20 warm-up cycles), project 'load' (overlap 3)"
+        f"\n(a) one labeller (a new one each run), {args.cycles} cycles on one keep-alive "
+        "connection (after 20 warm-up cycles), project 'load' (overlap 3); the protocols "
+        "alternate run by run"
     )
-    p50s, p99s = [], []
+    p50s: dict[str, list[float]] = {protocol: [] for protocol in args.protocol}
+    p99s: dict[str, list[float]] = {protocol: [] for protocol in args.protocol}
+    fresh = iter(tokens)
     for run in range(args.runs):
-        analyze(dsn)
-        tally = one_labeller(port, "load", tokens[run], args.cycles)
-        cycles = tally.cycles_ms
-        p50s.append(percentile(cycles, 50))
-        p99s.append(percentile(cycles, 99))
+        for protocol in args.protocol:
+            analyze(dsn)
+            tally = one_labeller(port, "load", next(fresh), args.cycles, protocol == "chained")
+            cycles = tally.cycles_ms
+            p50s[protocol].append(percentile(cycles, 50))
+            p99s[protocol].append(percentile(cycles, 99))
+            print(
+                f"  run {run + 1}, {protocol}: p50 {p50s[protocol][-1]:.1f} ms, p99 "
+                f"{p99s[protocol][-1]:.1f} ms, max {max(cycles):.1f} ms; median of the first 100 "
+                f"{statistics.median(cycles[:100]):.1f} ms, of the last 100 "
+                f"{statistics.median(cycles[-100:]):.1f} ms  ({load()})"
+            )
+    for protocol in args.protocol:
         print(
-            f"  run {run + 1}: p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms, max "
-            f"{max(cycles):.1f} ms; median of the first 100 {statistics.median(cycles[:100]):.1f}"
-            f" ms, of the last 100 {statistics.median(cycles[-100:]):.1f} ms  ({load()})"
+            f"  median of {args.runs} runs, {protocol} ({PROTOCOLS[protocol]}): p50 "
+            f"{statistics.median(p50s[protocol]):.1f} ms (target < 10), "
+            f"p99 {statistics.median(p99s[protocol]):.1f} ms (target < 40)"
         )
-    print(
-        f"  median of {args.runs} runs: p50 {statistics.median(p50s):.1f} ms (target < 10), "
-        f"p99 {statistics.median(p99s):.1f} ms (target < 40)"
-    )
 
 
 def measure_crowd(args: argparse.Namespace, port: int, dsn: str, tokens: list[str]) -> None:
     print(
         f"\n(b) {len(tokens)} labellers at once for {args.seconds:.0f} s, project 'load' "
         f"({args.client_processes} client processes × {len(tokens) // args.client_processes} "
-        "threads, a keep-alive connection each, no think time)"
+        "threads, a keep-alive connection each, no think time); the protocols alternate"
     )
-    rates = []
+    rates: dict[str, list[float]] = {protocol: [] for protocol in args.protocol}
     for run in range(args.runs):
-        analyze(dsn)
-        tally, seconds = crowd_run(
-            port, "load", tokens, args.client_processes, args.seconds, stop_when_done=False
-        )
-        rates.append(len(tally.answered) / seconds)
+        for protocol in args.protocol:
+            analyze(dsn)
+            tally, seconds = crowd_run(
+                port,
+                "load",
+                tokens,
+                args.client_processes,
+                args.seconds,
+                stop_when_done=False,
+                chained=protocol == "chained",
+            )
+            rates[protocol].append(len(tally.answered) / seconds)
+            print(
+                f"  run {run + 1}, {protocol}: {len(tally.answered):,} labels in {seconds:.1f} s "
+                f"= {rates[protocol][-1]:,.0f} labels/s; cycle p50 "
+                f"{percentile(tally.cycles_ms, 50):.1f} ms, p99 "
+                f"{percentile(tally.cycles_ms, 99):.1f} ms  ({describe(tally)}; {load()})"
+            )
+            first_errors(tally)
+    for protocol in args.protocol:
         print(
-            f"  run {run + 1}: {len(tally.answered):,} labels in {seconds:.1f} s = "
-            f"{rates[-1]:,.0f} labels/s; cycle p50 {percentile(tally.cycles_ms, 50):.1f} ms, "
-            f"p99 {percentile(tally.cycles_ms, 99):.1f} ms  ({describe(tally)}; {load()})"
+            f"  median of {args.runs} runs, {protocol} ({PROTOCOLS[protocol]}): "
+            f"{statistics.median(rates[protocol]):,.0f} labels/s (target ≥ 300)"
         )
-        first_errors(tally)
-    print(f"  median of {args.runs} runs: {statistics.median(rates):,.0f} labels/s (target ≥ 300)")
 
 
 def measure_invariants(args: argparse.Namespace, port: int, dsn: str, tokens: list[str]) -> bool:
+    protocol = args.protocol[-1]
     print(
         f"\n(c) {len(tokens)} labellers finish {args.invariant_items:,} items at overlap "
-        f"{args.overlap} (min = max), project 'exact'; a labeller stops after "
-        f"{NOTHING_LEFT_CONFIRMATIONS} 204s {NOTHING_LEFT_PAUSE * 1000:.0f} ms apart"
+        f"{args.overlap} (min = max), project 'exact', protocol {protocol}; a labeller stops "
+        f"after {NOTHING_LEFT_CONFIRMATIONS} 204s {NOTHING_LEFT_PAUSE * 1000:.0f} ms apart"
     )
     analyze(dsn)
     tally, seconds = crowd_run(
-        port, "exact", tokens, args.client_processes, args.invariant_seconds, stop_when_done=True
+        port,
+        "exact",
+        tokens,
+        args.client_processes,
+        args.invariant_seconds,
+        stop_when_done=True,
+        chained=protocol == "chained",
     )
     print(
         f"  {len(tally.answered):,} labels in {seconds:.1f} s = "
@@ -542,7 +610,8 @@ def print_machine(args: argparse.Namespace, gunicorn: list[str], base_dsn: str) 
         f"versions: Python {platform.python_version()}, Django {version('django')}, "
         f"DRF {version('djangorestframework')}, psycopg {version('psycopg')}, "
         f"gunicorn {version('gunicorn')}, PostgreSQL {psql(base_dsn, 'SHOW server_version')} "
-        f"(autovacuum {psql(base_dsn, 'SHOW autovacuum')}: the benchmark runs ANALYZE itself)"
+        f"(autovacuum {psql(base_dsn, 'SHOW autovacuum')}: the benchmark runs VACUUM ANALYZE "
+        "itself before each run)"
     )
     print(f"code: {ROOT}")
     print(f"command: {' '.join(shlex.quote(a) for a in [PYTHON, *sys.argv])}")
@@ -569,20 +638,29 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--only", choices=["a", "b", "c"], action="append")
+    parser.add_argument(
+        "--protocol",
+        choices=list(PROTOCOLS),
+        action="append",
+        help="how a labeller asks for work (repeatable; default both, alternating); (c) uses "
+        "the last one given",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the schema afterwards")
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.protocol = args.protocol or list(PROTOCOLS)
+    return args
 
 
 def set_up(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[str, Any]:
     """Migrate the fresh schema; the two projects; the labellers' tokens."""
     started = time.perf_counter()
     manage(env, "migrate", "-v0")
-    load_items = max(4000, args.runs * int(args.seconds) * 600 // 3)
+    load_items = max(4000, args.runs * len(args.protocol) * int(args.seconds) * 600 // 3)
     project(env, workdir, "load", load_items, 3)
     project(env, workdir, "exact", args.invariant_items, args.overlap)
     tokens = {
         # A labeller of their own for each run, so that the runs repeat the same scenario.
-        "alone": labellers(env, "load", "alone", args.runs),
+        "alone": labellers(env, "load", "alone", args.runs * len(args.protocol)),
         "crowd": labellers(env, "load", "crowd", args.crowd),
         "exact": labellers(env, "exact", "exact", args.invariant_labellers),
     }

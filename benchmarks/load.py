@@ -9,8 +9,8 @@ migrates a fresh schema in it (dropped at the end unless --keep) and uses its ow
 gunicorn (3 gthread workers × 4 threads) and one Celery worker, then for --seconds:
 
 - --crowd labellers, each a thread with a keep-alive connection, lease and answer with no think
-  time (most answers agree with a hidden truth, a tenth do not, so that items get approved,
-  escalated and recomputed);
+  time, each answer bringing the next item as the labelling page's do (most answers agree with a
+  hidden truth, a tenth do not, so that items get approved, escalated and recomputed);
 - an engineer, every --engineer-every seconds, imports 1,000 new predictions, queues them, asks
   for a release (a background job on the worker), waits for it, downloads it and checks its
   sha256;
@@ -67,11 +67,14 @@ def truth(external_id: str) -> str:
 
 
 def crowd_member(labeller: Any, until: float, seed: int) -> None:
-    """Lease and answer until the deadline: nine answers in ten right, one wrong."""
+    """Lease and answer until the deadline, as the labelling page does (each answer brings the
+    next item): nine answers in ten right, one wrong."""
     rng = random.Random(seed)
     while time.monotonic() < until:
         try:
-            status, task = labeller.next_task()
+            task, labeller.held = labeller.held, None
+            if task is None:
+                status, task = labeller.next_task()
             if task is None:
                 time.sleep(0.5 if status == 204 else 0.2)  # nothing left for now, or an error
                 continue
@@ -348,7 +351,7 @@ def measure(
     web_pid: int, worker_pid: int,
 ) -> bool:  # fmt: skip
     tally, lock = bench.Tally(), threading.Lock()
-    crowd = [bench.Labeller(port, SLUG, token, tally, lock) for token in tokens]
+    crowd = [bench.Labeller(port, SLUG, token, tally, lock, chained=True) for token in tokens]
     engineer, memory = Engineer(port, engineer_token), Memory()
     until = time.monotonic() + args.seconds
     threads = [
