@@ -180,7 +180,7 @@ def submit_label(request: HttpRequest, lease_id: int) -> HttpResponse:
 def _next_after(key: str, user_id: int, submitted: Submitted) -> Lease | None:
     """The next lease of the token's holder in the project of the answer they just gave."""
     if submitted.before_next is not None:  # read by the statement that stored the answer
-        return lease_next_as_read(*submitted.before_next)
+        return lease_next_as_read(*submitted.before_next, roles=LABELLERS)
     project_id = submitted.label.project_id
     found = lease_next_by_token(key=key, project=project_id, roles=LABELLERS)
     if found is None:  # a holder this lane does not serve (a superuser): as the DRF view does

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.db import DatabaseError
 from rest_framework import serializers
 
 from core.exceptions import QuorumError
@@ -14,6 +16,8 @@ from labelling.policy import MAX_COUNT
 from labelling.releases.checks import CHECKS
 from labelling.releases.formats import FORMATS as RELEASE_FORMATS
 from labelling.services.jobs import job_live_progress
+
+logger = logging.getLogger("quorum.errors")
 
 
 class PredictionUploadInput(serializers.Serializer):
@@ -246,12 +250,23 @@ def label_body(label: Any) -> dict[str, Any]:
 
 def next_body(take: Callable[[], Any]) -> dict[str, Any]:
     """The `next` part of an answer that asked for the next item: what `take` leased (a lease
-    or None) as tasks/next gives it, or null and the error tasks/next would have answered."""
+    or None) as tasks/next gives it, or null and the error tasks/next would have answered. The
+    answer is stored by then, so a database error here is not the request's: it is reported as
+    the next item's (no transaction is open around `take` on either path)."""
     try:
         lease = take()
     except QuorumError as error:
         return {"next": None, "next_error": {"status": error.status_code, **error.as_dict()}}
+    except DatabaseError:
+        logger.exception("an answer was stored but its next item could not be leased")
+        return {"next": None, "next_error": {"status": 503, **NEXT_NOT_LEASED}}
     return {"next": None if lease is None else task_body(lease)}
+
+
+NEXT_NOT_LEASED = {
+    "detail": "your answer was saved, but the next item could not be leased: ask tasks/next",
+    "code": "next_not_leased",
+}
 
 
 class LeaseOutput(serializers.Serializer):

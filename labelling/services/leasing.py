@@ -27,7 +27,7 @@ from rest_framework.authtoken.models import Token
 
 from core import rows
 from core.exceptions import Conflict, InputError, InvalidInput, NotFound
-from core.permissions import Role
+from core.permissions import Role, check_role
 from labelling.models import (
     Item,
     Label,
@@ -90,8 +90,9 @@ FLOOR, EPOCH = QueueFloor._meta.db_table, QueueEpoch._meta.db_table
 # the leased item comes back for the answer. The search starts at the labeller's floor if its
 # epoch is the project's, else at the top; the next floor is the first entry from there, other
 # than the one taken, that is not theirs (or the one taken, if there is none).
-# Parameters: project, labeller (floor), project, labeller (picked), project, labeller, now,
-# expiry (the lease), project, labeller (the next floor), labeller (the floor's row).
+# Parameters: project, labeller (floor), project, labeller, labeller (picked; the second for
+# their status), project, labeller, now, expiry (the lease), project, labeller (the next floor),
+# labeller (the floor's row).
 _TAKE_ENTRY = (
     f"WITH epoch AS (SELECT COALESCE((SELECT value FROM {EPOCH} WHERE project_id = %s), 0) AS v), "
     f"start AS (SELECT COALESCE((SELECT f.priority FROM {FLOOR} f JOIN epoch ON f.epoch = epoch.v "
@@ -99,6 +100,9 @@ _TAKE_ENTRY = (
     f"picked AS (SELECT q.id, q.item_id, q.priority FROM {ENTRY} q JOIN {ITEM} i "
     "ON i.id = q.item_id WHERE q.project_id = %s AND q.priority >= (SELECT priority FROM start) "
     f"AND q.labels_count + q.open_leases < q.needed AND {_NOT_THEIRS} "
+    # The labeller may take new work as this statement starts (their status was read before it).
+    f"AND EXISTS (SELECT 1 FROM {Labeller._meta.db_table} w WHERE w.id = %s "
+    f"AND w.status = '{Labeller.Status.ACTIVE.value}') "  # TAKES_NEW_WORK
     "ORDER BY q.priority LIMIT 1{lock}), "
     f"bumped AS (UPDATE {ENTRY} q SET open_leases = q.open_leases + 1 FROM picked "
     "WHERE q.id = picked.id RETURNING q.item_id), "
@@ -140,8 +144,8 @@ def _take_entry(project: Project, labeller: Labeller) -> Lease | None:
     expires = now + timedelta(seconds=_lease_seconds())
     project_id, labeller_id = project.pk, labeller.pk
     params: list[Any] = [
-        project_id, labeller_id, project_id, labeller_id, project_id, labeller_id, now, expires,
-        project_id, labeller_id, labeller_id,
+        project_id, labeller_id, project_id, labeller_id, labeller_id, project_id, labeller_id,
+        now, expires, project_id, labeller_id, labeller_id,
     ]  # fmt: skip
     with rows.cursor() as cursor:
         for take in _TAKES:
@@ -283,27 +287,52 @@ def _before_from_row(row: Any) -> Before:
     return bool(due), int(so_far), open_id
 
 
-def lease_next_as_read(labeller: Labeller, before: Before) -> Lease | None:
-    """lease_next with the labeller (and their project) and the checks before the lease as a
-    statement already read them (label_submit_at_once with then_next)."""
+def lease_next_as_read(labeller: Labeller, before: Before, roles: Collection[Role]) -> Lease | None:
+    """lease_next for a labeller in one of `roles`, with the labeller (and their project) and
+    the checks before the lease as a statement already read them (label_submit_at_once with
+    then_next). That statement may have waited on locks (answers to the same item) while the
+    labeller was blocked or rejected, so their status is read again before anything but the take,
+    which checks it itself."""
+    check_role(Role(labeller.role), roles, "project")
+    _check_may_work(labeller, TAKES_NEW_WORK)  # a blocked labeller's answer is refused anyway
+    return _lease_next(labeller.project, labeller, timezone.now(), before, status_read=False)
+
+
+def _check_still_working(labeller: Labeller) -> None:
+    """Refuse a labeller whose status changed since it was read (see lease_next_as_read)."""
+    now_status = Labeller.objects.filter(pk=labeller.pk).values_list("status", flat=True).first()
+    labeller.status = now_status or Labeller.Status.BLOCKED
     _check_may_work(labeller, TAKES_NEW_WORK)
-    return _lease_next(labeller.project, labeller, timezone.now(), before)
 
 
-def _lease_next(project: Project, labeller: Labeller, now: Any, before: Before) -> Lease | None:
-    """lease_next's steps: expiry, the open lease, a gold check, then the most urgent entry."""
+def _lease_next(
+    project: Project, labeller: Labeller, now: Any, before: Before, *, status_read: bool = True
+) -> Lease | None:
+    """lease_next's steps: expiry, the open lease, a gold check, then the most urgent entry.
+    Without `status_read` (the labeller's status may be stale), every step but the take, which
+    checks it in its own statement, reads it again first."""
     due, so_far, open_id = before
     if due:
         _expire(_due(project, now), now)
     if open_id is not None:
+        if not status_read:
+            _check_still_working(labeller)
         # One item at a time: a reload of the page gets the same item back.
         lease = Lease.objects.select_related("item").get(pk=open_id)
         lease.project = project
         return lease
-    if _wants_gold(project, so_far) and (gold := _gold_item(project, labeller)) is not None:
-        return _open_lease(project, labeller, gold.pk, is_gold=True)
+    if _wants_gold(project, so_far):
+        if not status_read:
+            _check_still_working(labeller)
+        if (gold := _gold_item(project, labeller)) is not None:
+            return _open_lease(project, labeller, gold.pk, is_gold=True)
     if _postgres():
-        return _take_entry(project, labeller)
+        taken = _take_entry(project, labeller)
+        if taken is None and not status_read:
+            _check_still_working(labeller)  # nothing left, or no longer allowed to work
+        return taken
+    if not status_read:
+        _check_still_working(labeller)
     found = _next_entry(project, labeller)
     if found is None:
         return None
@@ -538,6 +567,7 @@ _ANSWER_THEN_NEXT = _ANSWER_AT_ONCE.replace(
     f"JOIN {Labeller._meta.db_table} m ON m.id = a.labeller_id "
     f"JOIN {Project._meta.db_table} p ON p.id = a.project_id",
 )
+assert _ANSWER_THEN_NEXT != _ANSWER_AT_ONCE, "the answer's last line changed: update the replace"
 
 
 def label_submit_at_once(

@@ -12,14 +12,18 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import OperationalError
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from core.permissions import Role
-from labelling.api import loop
+from core.exceptions import Conflict
+from core.permissions import LABELLERS, Role
+from labelling.api import loop, views
 from labelling.models import Label, Labeller, Lease, Project
 from labelling.services.gold import gold_import
+from labelling.services.labellers import labeller_create
+from labelling.services.leasing import _take_entry, lease_next_as_read
 from tests.labelling.test_labelling_loop import (
     NEXT,
     needs_postgresql,
@@ -198,3 +202,52 @@ def test_a_chained_answer_gives_back_the_projects_expired_leases_first(
     assert task["item"]["external_id"] == held["item"]["external_id"]
     assert Lease.objects.get(pk=held["lease"]).state == Lease.State.EXPIRED
     assert answer(slow, held["lease"]).status_code == 409
+
+
+@pytest.mark.parametrize("gold_first", [False, True])
+def test_a_labeller_blocked_while_their_answer_waited_gets_no_next_item(
+    project: Project, settings: Any, gold_first: bool
+) -> None:
+    """The answer's statement read the labeller as active; a block committed before the next
+    lease: whichever way that lease would go (a gold check, the queue), it is refused."""
+    queued_project(project, n=3)
+    if gold_first:
+        settings.NEW_LABELLER_GOLD = 2
+        gold = b'{"external_id": "i2", "label": "match"}'
+        gold_import(project=project, stream=io.BytesIO(gold), fmt="jsonl")
+    labeller, _ = labeller_create(project=project, username="cora", role=Role.CROWD)
+    as_read = Labeller.objects.select_related("project").get(pk=labeller.pk)
+    Labeller.objects.filter(pk=labeller.pk).update(status=Labeller.Status.BLOCKED)
+    with pytest.raises(Conflict, match="blocked"):
+        lease_next_as_read(as_read, (False, 0, None), roles=LABELLERS)
+    assert not Lease.objects.exists()
+
+
+def test_the_take_itself_leases_nothing_to_a_labeller_no_longer_active(project: Project) -> None:
+    needs_postgresql()
+    queued_project(project, n=3)
+    labeller, _ = labeller_create(project=project, username="cora", role=Role.CROWD)
+    Labeller.objects.filter(pk=labeller.pk).update(status=Labeller.Status.PAUSED)
+    assert _take_entry(project, labeller) is None
+    assert not Lease.objects.exists()
+
+
+def test_a_database_error_while_leasing_the_next_item_keeps_the_answer_and_says_so(
+    project: Project, client_for: Callable[..., APIClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queued_project(project, n=3)
+
+    def lost(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    clients = both_paths(client_for, project)
+    leases = [client.get(NEXT).json()["lease"] for client in clients]
+    monkeypatch.setattr(loop, "_next_after", lost)
+    monkeypatch.setattr(views, "lease_next", lost)
+    for client, lease in zip(clients, leases, strict=True):
+        response = answer(client, lease, next=True)
+        assert response.status_code == 201, response.content
+        assert response.json()["next"] is None
+        assert response.json()["next_error"]["status"] == 503
+        assert "answer was saved" in response.json()["next_error"]["detail"]
+        assert Label.objects.filter(lease_id=lease).exists()
