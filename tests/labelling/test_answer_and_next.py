@@ -11,10 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import OperationalError
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from core.exceptions import Conflict
@@ -29,6 +27,7 @@ from tests.labelling.test_labelling_loop import (
     needs_postgresql,
     session_client,
     statements,
+    superuser_client,
 )
 from tests.labelling.test_leasing import answer, queued_project
 
@@ -146,9 +145,7 @@ def test_a_next_that_is_not_true_or_false_is_refused_by_name_and_stores_nothing(
 
 def test_a_superuser_token_gets_the_next_task_too(project: Project) -> None:
     queued_project(project)
-    admin = User.objects.create_superuser("root", password="x")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin).key}")
+    admin, client = superuser_client()
     lease = client.get(NEXT).json()["lease"]
     response = answer(client, lease, next=True)
     assert response.status_code == 201, response.content

@@ -149,11 +149,17 @@ def test_someone_elses_lease_is_not_found_through_the_fast_lane(
     assert not Label.objects.exists()
 
 
-def test_a_superuser_token_labels_under_a_record_of_their_own(project: Project) -> None:
-    queued_project(project)
+def superuser_client() -> tuple[User, APIClient]:
+    """A superuser (no labeller record yet) and a client carrying their API token."""
     admin = User.objects.create_superuser("root", password="x")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin).key}")
+    return admin, client
+
+
+def test_a_superuser_token_labels_under_a_record_of_their_own(project: Project) -> None:
+    queued_project(project)
+    admin, client = superuser_client()
     lease = client.get(NEXT).json()["lease"]
     assert answer(client, lease).status_code == 201
     assert Labeller.objects.get(user=admin).role == Role.ENGINEER
