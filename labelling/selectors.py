@@ -95,12 +95,19 @@ def member_by_token_sql(extra: str = "", *, by_id: bool = False) -> str:
     )
 
 
-def member_from_row(row: Sequence[Any], roles: Collection[Role]) -> Labeller | None:
-    """The member (with their project) of a row read by member_by_token_sql, if their role is
-    one of `roles`."""
+def member_and_project(row: Sequence[Any]) -> Labeller:
+    """The member, with their project, whose columns open `row` (`rows.columns` of Labeller,
+    then of Project, as member_by_token_sql reads them)."""
     end = rows.width(Labeller) + rows.width(Project)
     member = rows.instance(Labeller, row[: rows.width(Labeller)])
     member.project = rows.instance(Project, row[rows.width(Labeller) : end])
+    return member
+
+
+def member_from_row(row: Sequence[Any], roles: Collection[Role]) -> Labeller | None:
+    """The member (with their project) of a row read by member_by_token_sql, if their role is
+    one of `roles`."""
+    member = member_and_project(row)
     return member if _member_role(member) in roles else None
 
 

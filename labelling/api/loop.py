@@ -25,13 +25,12 @@ from core.permissions import LABELLERS
 from core.throttling import FailOpenScopedRateThrottle
 from labelling.api import views
 from labelling.api.serializers import label_body, next_body, task_body
-from labelling.models import Lease, Project
-from labelling.selectors import labeller_for, user_id_by_token
+from labelling.models import Lease
+from labelling.selectors import user_id_by_token
 from labelling.services.leasing import (
     Submitted,
     label_submit,
     label_submit_at_once,
-    lease_next,
     lease_next_as_read,
     lease_next_by_token,
 )
@@ -185,7 +184,5 @@ def _next_after(key: str, user_id: int, submitted: Submitted) -> Lease | None:
     found = lease_next_by_token(key=key, project=project_id, roles=LABELLERS)
     if found is None:  # a holder this lane does not serve (a superuser): as the DRF view does
         user = get_user_model().objects.get(pk=user_id)
-        slug = Project.objects.values_list("slug", flat=True).get(pk=project_id)
-        project, labeller = labeller_for(user=user, slug=slug, roles=LABELLERS)
-        return lease_next(project=project, labeller=labeller)
+        return views.lease_next_in(user=user, project_id=project_id)
     return found[1]

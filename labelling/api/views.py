@@ -56,7 +56,7 @@ from labelling.api.serializers import (
     next_body,
 )
 from labelling.importing.rows import detect_format
-from labelling.models import ModelVersion, Prediction, Project, Release
+from labelling.models import Lease, ModelVersion, Prediction, Project, Release
 from labelling.policy import parse_policy
 from labelling.problems import (
     check_comparison,
@@ -270,14 +270,16 @@ class LabelSubmitView(APIView):
         )
         body = label_body(submitted.label)
         if form.validated_data["next"]:
-            slug = Project.objects.values_list("slug", flat=True).get(pk=submitted.label.project_id)
-
-            def take() -> Any:
-                project, labeller = labeller_for(user=request.user, slug=slug, roles=LABELLERS)
-                return lease_next(project=project, labeller=labeller)
-
-            body |= next_body(take)
+            project_id = submitted.label.project_id
+            body |= next_body(lambda: lease_next_in(user=request.user, project_id=project_id))
         return Response(body, status=status.HTTP_201_CREATED)
+
+
+def lease_next_in(*, user: Any, project_id: int) -> Lease | None:
+    """What tasks/next gives this user in the project of the answer they just gave."""
+    slug = Project.objects.values_list("slug", flat=True).get(pk=project_id)
+    project, labeller = labeller_for(user=user, slug=slug, roles=LABELLERS)
+    return lease_next(project=project, labeller=labeller)
 
 
 class LeaseSkipView(APIView):

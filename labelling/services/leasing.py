@@ -38,7 +38,7 @@ from labelling.models import (
     QueueEpoch,
     QueueFloor,
 )
-from labelling.selectors import member_by_token_sql, member_from_row
+from labelling.selectors import member_and_project, member_by_token_sql, member_from_row
 from labelling.services.consensus import consensus_schedule
 from labelling.services.decisions import DECISIONS_NAMESPACE, decision_time
 from labelling.services.floors import queue_reopened
@@ -597,12 +597,7 @@ def label_submit_at_once(
     label_id, project_id = row[:2]
     before_next = None
     if then_next:
-        member_end = 2 + rows.width(Labeller)
-        labeller = rows.instance(Labeller, row[2:member_end])
-        labeller.project = rows.instance(
-            Project, row[member_end : member_end + rows.width(Project)]
-        )
-        before_next = (labeller, _before_from_row(row))
+        before_next = (member_and_project(row[2:]), _before_from_row(row))
     label = Label(
         pk=label_id, project_id=project_id, lease_id=lease_id, value=value, source=source,
         batch=batch, duration_ms=duration_ms, created_at=now,
