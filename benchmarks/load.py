@@ -11,9 +11,9 @@ gunicorn (3 gthread workers × 4 threads) and one Celery worker, then for --seco
 - --crowd labellers, each a thread with a keep-alive connection, lease and answer with no think
   time, each answer bringing the next item as the labelling page's do (most answers agree with a
   hidden truth, a tenth do not, so that items get approved, escalated and recomputed);
-- an engineer, every --engineer-every seconds, imports 1,000 new predictions, queues them, asks
-  for a release (a background job on the worker), waits for it, downloads it and checks its
-  sha256;
+- an engineer, every --engineer-every seconds from one such period in (the crowd has settled
+  items by then), imports 1,000 new predictions, queues them, asks for a release (a background
+  job on the worker), waits for it, downloads it and checks its sha256;
 - every 5 s, the resident memory of each gunicorn worker and of the Celery worker.
 
 Then it checks (PASS/FAIL each; exit status 1 on a FAIL): no server errors or unanswered requests;
@@ -166,6 +166,9 @@ class Engineer:
         self.releases += 1
 
     def run(self, until: float, every: float) -> None:
+        # Not at once: a release asked for before the crowd has settled any item holds nothing
+        # and fails ("nothing to release"), which is the engineer's timing, not the server's.
+        time.sleep(min(every, max(0.0, until - time.monotonic())))
         rng, number = random.Random(11), 0
         while time.monotonic() < until:
             started = time.monotonic()
