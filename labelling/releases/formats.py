@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import queue
+import threading
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -22,32 +24,73 @@ CONTENT_TYPES = {
     "manifest": "application/jsonl",
 }
 FLUSH_BYTES = 1024 * 1024
+# Blocks waiting for the writer's thread at most (memory: this many times FLUSH_BYTES).
+QUEUED_BLOCKS = 8
 # Cells that hold JSON in CSV: objects and lists have no other faithful CSV form.
 JSON_CELLS = frozenset({"payload", "labellers", "probabilities"})
 
 
 class HashingWriter:
-    """Buffers bytes, writes them in large chunks, and hashes and counts what it wrote."""
+    """Buffers bytes and, on a thread of its own, writes them in large blocks and hashes and
+    counts what it wrote.
+
+    The thread keeps the reader of the rows from waiting while a block goes to disk: on
+    PostgreSQL the database writes the rows, and a reader busy writing a block lets its socket
+    fill and the database stall (hashing and file writes release the GIL). Use it as a context
+    manager: leaving the block waits for the last write and raises any error the writes met;
+    leaving it on an error stops the thread and writes nothing more.
+    """
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
         self.sha256 = hashlib.sha256()
         self.size = 0
-        self.buffer: list[bytes] = []
+        # Newlines in the bytes handed over so far (rows, but for CSV cells holding newlines).
+        self.lines = 0
+        self.buffer: list[bytes | memoryview] = []
         self.buffered = 0
+        self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_BLOCKS)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="release-writer", daemon=True)
 
-    def write(self, data: bytes) -> None:
+    def __enter__(self) -> HashingWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None and self.buffer:
+            self._send()
+        self._blocks.put(None)
+        self._thread.join()
+        if kind is None and self._failure is not None:
+            raise self._failure
+
+    def write(self, data: bytes | memoryview) -> None:
         self.buffer.append(data)
         self.buffered += len(data)
         if self.buffered >= FLUSH_BYTES:
-            self.flush()
+            self._send()
 
-    def flush(self) -> None:
-        chunk = b"".join(self.buffer)
-        self.stream.write(chunk)
-        self.sha256.update(chunk)
-        self.size += len(chunk)
+    def _send(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        block = b"".join(self.buffer)
         self.buffer, self.buffered = [], 0
+        self.lines += block.count(b"\n")
+        self._blocks.put(block)
+
+    def _drain(self) -> None:
+        # Takes every block until the end mark, even after a failure, so that a put never waits
+        # for ever.
+        while (block := self._blocks.get()) is not None:
+            if self._failure is not None:
+                continue
+            try:
+                self.stream.write(block)
+                self.sha256.update(block)
+                self.size += len(block)
+            except BaseException as error:  # raised again in the reader's thread
+                self._failure = error
 
 
 def jsonl_line(row: dict[str, Any]) -> bytes:

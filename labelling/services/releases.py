@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import subprocess
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +37,8 @@ PROGRESS_EVERY = 20_000
 ADVISORY_NAMESPACE = 7007
 MAX_REASON = 2000
 RELEASE_WORK_MEM = "128MB"
+# What pg_export_snapshot() returns: written into SET TRANSACTION SNAPSHOT (no parameters there).
+SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -159,30 +163,20 @@ def _stream(
     path: Path,
     progress: Progress | None,
     total: int,
-) -> Written:
-    """Write the `total` selected rows to `path`, hashing and counting as it goes."""
-    lines = reported = 0
-    with open(path, "wb") as stream:
-        out = HashingWriter(stream)
+) -> tuple[str, int]:
+    """Write the `total` selected rows to `path`, hashing as it goes; their sha256 and size."""
+    reported = 0
+    with open(path, "wb") as stream, HashingWriter(stream) as out:
         # Closed on any failure: an abandoned COPY would hold the connection for ever.
         omit = request.omitted(project)
         with contextlib.closing(_chunks(project, chosen, request.fmt, omit)) as chunks:
             for chunk in chunks:
                 out.write(chunk)
                 # Lines approximate rows (a CSV cell may hold a newline): enough for progress.
-                lines += chunk.count(b"\n")
-                if progress and lines - reported >= PROGRESS_EVERY:
-                    progress(min(lines, total), total)
-                    reported = lines
-        out.flush()
-    classes, sources = rows.label_counts(chosen)
-    return Written(
-        row_count=total,
-        sha256=out.sha256.hexdigest(),
-        size_bytes=out.size,
-        class_counts=classes,
-        label_source_counts=sources,
-    )
+                if progress and out.lines - reported >= PROGRESS_EVERY:
+                    progress(min(out.lines, total), total)
+                    reported = out.lines
+    return out.sha256.hexdigest(), out.size
 
 
 def _manifest(
@@ -313,11 +307,20 @@ def _check_overrides(
     return overrides
 
 
+def _release_settings(cursor: Any) -> None:
+    """Settings of a release's transaction on PostgreSQL: the release query sorts and hashes a
+    million wide rows, which with the default 4 MB spill to disk in batches; no JIT (it compiles
+    for longer than it saves here)."""
+    cursor.execute(f"SET LOCAL work_mem = '{RELEASE_WORK_MEM}'")
+    cursor.execute("SET LOCAL jit = off")
+
+
 @contextlib.contextmanager
-def _snapshot(project: Project) -> Iterator[datetime]:
+def _snapshot(project: Project) -> Iterator[tuple[datetime, bool]]:
     """One consistent view of the data for the checks, the counts and the rows: a REPEATABLE READ
     transaction on PostgreSQL (inside an outer transaction, that transaction's view). Yields the
-    time it starts, which no decision it cannot see is older than (see services/decisions.py)."""
+    time it starts, which no decision it cannot see is older than (see services/decisions.py),
+    and whether the view is a transaction of its own (which a second connection can share)."""
     postgresql = connection.vendor == "postgresql"
     repeatable = postgresql and not connection.in_atomic_block
     with decisions_paused(project) as resume, transaction.atomic():
@@ -325,13 +328,81 @@ def _snapshot(project: Project) -> Iterator[datetime]:
             if repeatable:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             if postgresql:
-                # The release query sorts and hashes a million wide rows: with the default 4 MB
-                # they spill to disk in batches. Only for this transaction.
-                cursor.execute(f"SET LOCAL work_mem = '{RELEASE_WORK_MEM}'")
-                cursor.execute("SET LOCAL jit = off")
+                _release_settings(cursor)
         at = snapshot_time(project)
         resume()
-        yield at
+        yield at, repeatable
+
+
+@dataclass
+class Examined:
+    """What the release's checks found in its rows (class drift aside, which compares counts),
+    and the rows' counts by final label and by label source."""
+
+    duplicates: checks.CheckResult
+    leakage: checks.CheckResult
+    schema: checks.CheckResult
+    classes: dict[str, int]
+    sources: dict[str, int]
+
+
+def _examine(project: Project, chosen: rows.Selection) -> Examined:
+    duplicates, leakage = checks.duplicate_content(chosen), checks.train_test_leakage(chosen)
+    classes, sources = rows.label_counts(chosen)
+    schema = checks.payload_schema(chosen, project.schema or {})
+    return Examined(duplicates, leakage, schema, classes, sources)
+
+
+def _examine_in(snapshot: str, project: Project, chosen: rows.Selection) -> Examined:
+    """_examine on this thread's own connection, in the release's exported snapshot."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            _release_settings(cursor)
+            return _examine(project, chosen)
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def _examining(
+    project: Project, chosen: rows.Selection, beside: bool
+) -> Iterator[Future[Examined]]:
+    """The release's checks and counts, as a future.
+
+    `beside`: on a second connection, in the release's snapshot, while this one writes the rows
+    (PostgreSQL builds and sorts every row on one core before the first arrives: the checks take
+    the other). Else run here and now, done before a row is written. Leaving the block waits
+    for the second connection's work, whatever happened meanwhile.
+    """
+    if not beside:
+        done: Future[Examined] = Future()
+        done.set_result(_examine(project, chosen))
+        yield done
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_export_snapshot()")
+        snapshot = cursor.fetchone()[0]
+    if not SNAPSHOT_ID.fullmatch(snapshot):
+        raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="release-checks") as pool:
+        yield pool.submit(_examine_in, snapshot, project, chosen)
+
+
+def _verdict(
+    project: Project, request: ReleaseRequest, user: Any, found: Examined
+) -> tuple[list[checks.CheckResult], list[dict[str, Any]]]:
+    """Every check's result, and the overrides to record; raise if a check blocks the release."""
+    previous = _previous_comparable(project, request.filters)
+    drift = checks.class_drift(
+        found.classes,
+        previous.class_counts if previous else None,
+        previous.version if previous else None,
+        project.release_max_class_drift,
+    )
+    results = [found.duplicates, found.leakage, drift, found.schema]
+    return results, _check_overrides(results, request, user)
 
 
 def _build(
@@ -342,13 +413,10 @@ def _build(
     progress: Progress | None,
 ) -> Built:
     """Select, check and write the release to a staging folder; raise if a check blocks it."""
-    with _snapshot(project) as at:
+    with _snapshot(project) as (at, own):
         last = project.releases.order_by("-version").first()
         watermark = rows.watermark_at(at)
         chosen = rows.selection(project, request.filters, last.watermark if last else None)
-        results = [checks.duplicate_content(chosen), checks.train_test_leakage(chosen)]
-        # Fail before writing a byte when the cheap checks already block the release.
-        _check_overrides(results, request, user)
         total = rows.count(chosen)
         if not total:
             raise InvalidInput(
@@ -357,22 +425,18 @@ def _build(
             )
         staging = storage.staging()
         try:
-            written = _stream(project, chosen, request, staging / "data", progress, total)
+            with _examining(project, chosen, beside=own) as examined:
+                verdict = None
+                if examined.done():  # checks run here and now: fail before a byte is written
+                    verdict = _verdict(project, request, user, examined.result())
+                sha256, size = _stream(project, chosen, request, staging / "data", progress, total)
+                found = examined.result()
+            results, overrides = verdict or _verdict(project, request, user, found)
             (staging / "data").rename(staging / f"data.{EXTENSIONS[request.fmt]}")
-            previous = _previous_comparable(project, request.filters)
-            results.append(
-                checks.class_drift(
-                    written.class_counts,
-                    previous.class_counts if previous else None,
-                    previous.version if previous else None,
-                    project.release_max_class_drift,
-                )
-            )
-            results.append(checks.payload_schema(chosen, project.schema or {}))
-            overrides = _check_overrides(results, request, user)
         except BaseException:
             discard(staging)
             raise
+    written = Written(total, sha256, size, found.classes, found.sources)
     return Built(staging, written, results, overrides, last, watermark)
 
 

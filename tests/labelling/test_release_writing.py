@@ -1,0 +1,263 @@
+"""How a release's file is written: the writer's thread, PostgreSQL's binary COPY read back to
+lines, and the data checks run on a second connection beside the write."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from pytest_django import Settings
+
+from labelling.models import Project, Release
+from labelling.releases import checks, formats, pgcopy
+from labelling.releases.checks import ChecksFailed
+from labelling.releases.pgcopy import CopyFormatError, copy_chunks
+from labelling.releases.rows import Filters, selection
+from labelling.services import releases as release_service
+from labelling.services.releases import ReleaseRequest, release_create
+from tests.labelling.release_world import World
+
+HEADER = pgcopy.SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+
+
+def row(text: bytes) -> memoryview:
+    return memoryview(struct.pack(">hi", 1, len(text)) + text)
+
+
+def fields(*messages: bytes | memoryview) -> list[bytes]:
+    return list(pgcopy._fields(memoryview(m) for m in messages))
+
+
+# The binary COPY's rows, read back
+
+
+def test_binary_copy_rows_are_their_text_with_the_header_and_trailer_dropped() -> None:
+    first = HEADER + bytes(row(b'{"a":1}\n'))
+    assert fields(first, row(b'{"b":2}\n'), b"\xff\xff") == [b'{"a":1}\n', b'{"b":2}\n']
+    # A header in a message of its own, with a header extension to skip.
+    extended = pgcopy.SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x03xyz"
+    assert fields(extended, row(b"one\n"), b"\xff\xff") == [b"one\n"]
+    assert fields(HEADER, b"\xff\xff") == []
+
+
+@pytest.mark.parametrize(
+    ("messages", "problem"),
+    [
+        ((b"PGCOPY\n\xff\r\n\x01" + bytes(8), b"\xff\xff"), "signature"),
+        ((HEADER, struct.pack(">hi", 2, 1) + b"x"), "one text field"),  # two fields
+        ((HEADER, struct.pack(">hi", 1, -1)), "one text field"),  # NULL
+        ((HEADER, struct.pack(">hi", 1, 9) + b"short"), "one text field"),  # cut short
+        ((HEADER, b"\x00"), "one text field"),
+    ],
+)
+def test_a_binary_copy_that_is_not_rows_of_one_text_is_an_error(
+    messages: tuple[bytes, ...], problem: str
+) -> None:
+    with pytest.raises(CopyFormatError, match=problem):
+        fields(*messages)
+
+
+# The writer's thread
+
+
+def test_the_writer_writes_hashes_and_counts_everything_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(formats, "FLUSH_BYTES", 10)
+    monkeypatch.setattr(formats, "QUEUED_BLOCKS", 1)  # the reader waits for the writer
+    pieces = [f"line {n}\n".encode() for n in range(500)]
+    stream = io.BytesIO()
+    with formats.HashingWriter(stream) as out:
+        for piece in pieces:
+            out.write(piece)
+    assert stream.getvalue() == b"".join(pieces)
+    assert out.sha256.hexdigest() == hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert (out.size, out.lines) == (len(b"".join(pieces)), 500)
+
+
+class Failing(io.BytesIO):
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def write(self, data: Any) -> int:
+        if self.tell() >= self.after:
+            raise OSError("disk full")
+        return super().write(data)
+
+
+def test_a_failed_write_is_raised_to_the_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(formats, "FLUSH_BYTES", 4)
+    with pytest.raises(OSError, match="disk full"), formats.HashingWriter(Failing(8)) as out:
+        for _ in range(10_000):  # a later write, or leaving the block, raises it
+            out.write(b"data")
+
+
+def test_leaving_on_an_error_stops_the_thread_and_keeps_that_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(formats, "FLUSH_BYTES", 4)
+    with pytest.raises(KeyError), formats.HashingWriter(Failing(0)) as out:
+        out.write(b"data")
+        raise KeyError("the reader's own failure")
+    assert not out._thread.is_alive()
+    assert not any(t.name == "release-writer" for t in threading.enumerate())
+
+
+# On PostgreSQL
+
+
+@pytest.fixture
+def exports(settings: Settings, tmp_path: Path) -> Path:
+    folder = tmp_path / "exports"
+    settings.EXPORT_STORAGE = folder.as_uri()
+    return folder
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+def lines(release: Release) -> list[dict[str, Any]]:
+    folder = Path(release.location.removeprefix("file://"))
+    return [json.loads(line) for line in (folder / release.data_file).read_bytes().splitlines()]
+
+
+@pytest.mark.needs_postgres
+def test_a_copys_lines_come_whole_and_the_labels_index_covers_what_a_release_reads(
+    project: Project,
+) -> None:
+    World(project).item("a1")
+    chosen = selection(project, Filters(), None)
+    with transaction.atomic():
+        data = b"".join(copy_chunks(project, chosen, "jsonl"))
+    assert data.endswith(b"}\n") and json.loads(data)["external_id"] == "a1"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'label_project_item_cover'"
+        )
+        assert cursor.fetchone()[0].endswith(
+            "(project_id, item_id) INCLUDE (labeller_id, created_at, state)"
+        )
+
+
+def watched(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Record the thread and backend each data check ran on."""
+    seen: list[tuple[str, int]] = []
+    for name in ("duplicate_content", "train_test_leakage", "payload_schema"):
+        original = getattr(checks, name)
+
+        def watching(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                seen.append((threading.current_thread().name, cursor.fetchone()[0]))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(checks, name, watching)
+    return seen
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_checks_run_beside_the_write_on_another_connection_in_its_snapshot(
+    make_project: Any, exports: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = make_project(schema={"text": {"type": "string"}})
+    world = World(project)
+    world.item("a1", label="match", split="train")
+    world.item("a2", label="no_match", split="test")
+    seen = watched(monkeypatch)
+
+    release = release_create(project=project)
+
+    assert len(seen) == 3 and len({backend for _, backend in seen}) == 1
+    assert all(name.startswith("release-checks") for name, _ in seen)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert seen[0][1] != cursor.fetchone()[0]
+    assert [c["check"] for c in release.checks] == list(checks.CHECKS)
+    assert all(c["passed"] for c in release.checks)
+    assert release.class_counts == {"match": 1, "no_match": 1}
+    assert release.label_source_counts == {"consensus": 2}
+    assert [row["external_id"] for row in lines(release)] == ["a1", "a2"]
+    # The same figures as the checks give in the release's own transaction (an outer one).
+    with transaction.atomic():
+        again = release_create(project=project, request=ReleaseRequest(override_reason="x"))
+    assert again.checks[0] == release.checks[0] and again.checks[3] == release.checks[3]
+    assert again.class_counts == release.class_counts
+    assert len(seen) == 6 and all(name == "MainThread" for name, _ in seen[3:])
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_check_failing_beside_the_write_blocks_the_release_and_leaves_nothing(
+    make_project: Any, exports: Path
+) -> None:
+    world = World(make_project())
+    world.item("a1", payload={"text": "same"})
+    world.item("a2", payload={"text": "same"})
+
+    with pytest.raises(ChecksFailed) as raised:
+        release_create(project=world.project)
+
+    assert [r.check for r in raised.value.results if not r.passed] == ["duplicate_content"]
+    assert not Release.objects.exists() and files_under(exports) == []
+    overridden = release_create(
+        project=world.project, request=ReleaseRequest(override_reason="two real customers")
+    )
+    assert overridden.row_count == 2 and overridden.overrides[0]["check"] == "duplicate_content"
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_error_in_the_checks_beside_the_write_leaves_nothing(
+    make_project: Any, exports: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(make_project())
+    world.item("a1")
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("the checks' connection failed")
+
+    monkeypatch.setattr(release_service.rows, "label_counts", broken)
+    with pytest.raises(RuntimeError, match="checks' connection failed"):
+        release_create(project=world.project)
+    assert not Release.objects.exists() and files_under(exports) == []
+    assert not any(t.name.startswith("release-checks") for t in threading.enumerate())
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_checks_beside_the_write_see_the_releases_snapshot_not_later_commits(
+    make_project: Any, exports: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(make_project())
+    world.item("a1", payload={"text": "same"})
+    world.item("a2")
+    original = checks.duplicate_content
+
+    def after_a_duplicate_commits(*args: Any) -> Any:
+        def add() -> None:
+            try:
+                world.item("a3", payload={"text": "same"})
+            finally:
+                connection.close()
+
+        adding = threading.Thread(target=add)
+        adding.start()
+        adding.join()
+        return original(*args)
+
+    monkeypatch.setattr(checks, "duplicate_content", after_a_duplicate_commits)
+    release = release_create(project=world.project)
+
+    # Committed while the release ran: neither its checks nor its rows see a3.
+    assert release.row_count == 2 and release.checks[0]["passed"]
+    assert [row["external_id"] for row in lines(release)] == ["a1", "a2"]
