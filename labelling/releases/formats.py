@@ -58,10 +58,12 @@ class HashingWriter:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None and self.buffer:
-            self._send()
-        self._blocks.put(None)
-        self._thread.join()
+        try:
+            if kind is None and self.buffer:
+                self._send()
+        finally:
+            self._blocks.put(None)
+            self._thread.join()
         if kind is None and self._failure is not None:
             raise self._failure
 

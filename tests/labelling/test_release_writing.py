@@ -98,6 +98,19 @@ def test_a_failed_write_is_raised_to_the_reader(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(OSError, match="disk full"), formats.HashingWriter(Failing(8)) as out:
         for _ in range(10_000):  # a later write, or leaving the block, raises it
             out.write(b"data")
+    assert not out._thread.is_alive()
+
+
+def test_a_failure_found_while_leaving_still_stops_the_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(formats, "FLUSH_BYTES", 4)
+    writer = formats.HashingWriter(Failing(0))
+    with pytest.raises(OSError, match="disk full"), writer as out:
+        out.write(b"data")  # the first block fails on the writer's thread
+        out._thread.join(0.5)  # the end mark has not come: the thread still waits for blocks
+        out.write(b"mo")  # buffered, so leaving must send it, and finds the failure
+    assert not out._thread.is_alive()
 
 
 def test_leaving_on_an_error_stops_the_thread_and_keeps_that_error(
