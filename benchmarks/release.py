@@ -5,7 +5,7 @@
 
 Set-up, not part of the timings: a fresh project whose items are all approved, each with a
 two-field payload, a prediction, a queue entry, three valid labels from 1,000 labellers and a
-consensus row, written by INSERT … SELECT generate_series (about five minutes), then VACUUM
+consensus row, written by INSERT … SELECT generate_series (about two minutes), then VACUUM
 (ANALYZE). The labels are stored in a shuffled order, as a crowd's labels arrive: written item
 by item, each item's labels would sit side by side and a release would read them far faster
 than it can in a real project (the figures in BENCHMARKS.md before 2026-12-04 were measured
