@@ -3,6 +3,7 @@ lines, and the data checks run on a second connection beside the write."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -159,6 +160,39 @@ def test_a_copys_lines_come_whole_and_the_labels_index_covers_what_a_release_rea
         assert cursor.fetchone()[0].endswith(
             "(project_id, item_id) INCLUDE (labeller_id, created_at, state)"
         )
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "manifest"])
+def test_postgresqls_lines_say_what_the_python_writers_say(project: Project, fmt: str) -> None:
+    world = World(project)
+    world.item("a1", payload={"text": 'quotes " and \\ and\nnewline', "n": 1.5}, split="test")
+    world.item("a2", label="no_match", gold="no_match", labellers=())
+    world.item("a3", payload={"text": "ünïcode ✓", "list": [1, None]}, queued=False)
+    world.item("a4", source="partner", confidence=0.5)
+    chosen = selection(project, Filters(), None)
+    with transaction.atomic():
+        by_database = b"".join(copy_chunks(project, chosen, fmt, ["n"]))
+        by_python = b"".join(release_service._python_lines(project, chosen, fmt, ["n"]))
+
+    def cell(text: str) -> Any:
+        # JSON in object and list cells; numbers as numbers (PostgreSQL writes 1.0 as 1).
+        if text.startswith(("{", "[")):
+            return json.loads(text)
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    def parsed(data: bytes) -> list[Any]:
+        text = data.decode()
+        if fmt == "csv":
+            return [[cell(c) for c in r] for r in csv.reader(io.StringIO(text))]
+        assert text.endswith("\n") and text.count("\n") == 4
+        return [json.loads(line) for line in text.splitlines()]
+
+    assert parsed(by_database) == parsed(by_python)
+    assert len(parsed(by_database)) == (5 if fmt == "csv" else 4)
 
 
 def watched(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
