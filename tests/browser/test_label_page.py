@@ -47,8 +47,9 @@ def queue_items(project: Project, n: int) -> None:
     queued_project(project, n, overlap=(project.overlap_min, project.overlap_max))
 
 
-def next_item(page: Page, after: int | None = None) -> int:
-    """Wait until an item other than lease `after` is on screen and ready; return its lease."""
+def next_item(page: Page, after: int | None = None, timeout: float | None = None) -> int:
+    """Wait until an item other than lease `after` is on screen and ready (within `timeout` ms,
+    else the page's default); return its lease."""
     page.wait_for_function(
         """(after) => {
             const stage = document.getElementById("stage");
@@ -56,6 +57,7 @@ def next_item(page: Page, after: int | None = None) -> int:
                 && stage.getAttribute("aria-busy") === "false";
         }""",
         arg=after,
+        timeout=timeout,
     )
     return int(page.get_attribute("#stage", "data-lease") or 0)
 
@@ -197,13 +199,15 @@ def test_a_throttled_answer_says_slow_down_and_is_sent_again(
         if refusals:
             return route.continue_()
         refusals.append(route.request.url)
-        route.fulfill(status=429, headers={"Retry-After": "2"}, json={"detail": "throttled"})
+        # Long enough for the notice to be seen on a loaded machine: with 2 s it was once sent
+        # again, and the notice cleared, before the check looked.
+        route.fulfill(status=429, headers={"Retry-After": "5"}, json={"detail": "throttled"})
 
     page.route("**/api/v1/leases/*/label", throttle_once)
     page.keyboard.press("2")
 
     expect(page.locator("#notice")).to_contain_text("Slow down")
-    next_item(page, after=lease)
+    next_item(page, after=lease, timeout=15_000)  # sent again after the 5 s asked for
     expect(page.locator("#done-count")).to_have_text("1")
     assert len(refusals) == 1
     assert Label.objects.get().lease_id == lease
