@@ -47,7 +47,7 @@ class HashingWriter:
         self.size = 0
         # Newlines in the bytes handed over so far (rows, but for CSV cells holding newlines).
         self.lines = 0
-        self.buffer: list[bytes | memoryview] = []
+        self.buffer: list[bytes] = []
         self.buffered = 0
         self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_BLOCKS)
         self._failure: BaseException | None = None
@@ -67,7 +67,7 @@ class HashingWriter:
         if kind is None and self._failure is not None:
             raise self._failure
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes) -> None:
         self.buffer.append(data)
         self.buffered += len(data)
         if self.buffered >= FLUSH_BYTES:

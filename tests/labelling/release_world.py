@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,9 +21,25 @@ from labelling.models import (
     Project,
     QueueEntry,
     QueuePolicy,
+    Release,
 )
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def data_of(release: Release) -> bytes:
+    """The bytes of a release's data file in a folder."""
+    return (Path(release.location.removeprefix("file://")) / release.data_file).read_bytes()
+
+
+def lines_of(release: Release) -> list[dict[str, Any]]:
+    """The rows of a JSON Lines release."""
+    return [json.loads(line) for line in data_of(release).splitlines()]
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file under a folder (none when it does not exist)."""
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
 
 class World:

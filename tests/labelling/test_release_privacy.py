@@ -25,7 +25,7 @@ from labelling.models import Project, Release
 from labelling.services.labellers import labeller_create
 from labelling.services.releases import ReleaseRequest, release_create
 from labelling.spec import parse_spec
-from tests.labelling.release_world import World
+from tests.labelling.release_world import World, data_of
 
 PAYLOAD = {"pet": "Elderly cat", "owner_name": "Ada Lovelace", "email": "ada@example.org"}
 PERSONAL = ["owner_name", "email"]
@@ -48,10 +48,6 @@ def world(make_project: Callable[..., Project]) -> World:
     for n in range(3):
         world.item(f"a{n}", payload={**PAYLOAD, "pet": f"pet {n}"}, labellers=("w1", "w2", "w3"))
     return world
-
-
-def data_of(release: Release) -> bytes:
-    return (Path(release.location.removeprefix("file://")) / release.data_file).read_bytes()
 
 
 def payloads(release: Release) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from labelling.releases.pgcopy import CopyFormatError, copy_chunks
 from labelling.releases.rows import Filters, selection
 from labelling.services import releases as release_service
 from labelling.services.releases import ReleaseRequest, release_create
-from tests.labelling.release_world import World
+from tests.labelling.release_world import World, files_under, lines_of
 
 HEADER = pgcopy.SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 
@@ -135,15 +135,6 @@ def exports(settings: Settings, tmp_path: Path) -> Path:
     return folder
 
 
-def files_under(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
-
-
-def lines(release: Release) -> list[dict[str, Any]]:
-    folder = Path(release.location.removeprefix("file://"))
-    return [json.loads(line) for line in (folder / release.data_file).read_bytes().splitlines()]
-
-
 @pytest.mark.needs_postgres
 def test_a_copys_lines_come_whole_and_the_labels_index_covers_what_a_release_reads(
     project: Project,
@@ -233,7 +224,7 @@ def test_the_checks_run_beside_the_write_on_another_connection_in_its_snapshot(
     assert all(c["passed"] for c in release.checks)
     assert release.class_counts == {"match": 1, "no_match": 1}
     assert release.label_source_counts == {"consensus": 2}
-    assert [row["external_id"] for row in lines(release)] == ["a1", "a2"]
+    assert [row["external_id"] for row in lines_of(release)] == ["a1", "a2"]
     # The same figures as the checks give in the release's own transaction (an outer one).
     with transaction.atomic():
         again = release_create(project=project, request=ReleaseRequest(override_reason="x"))
@@ -307,4 +298,4 @@ def test_the_checks_beside_the_write_see_the_releases_snapshot_not_later_commits
 
     # Committed while the release ran: neither its checks nor its rows see a3.
     assert release.row_count == 2 and release.checks[0]["passed"]
-    assert [row["external_id"] for row in lines(release)] == ["a1", "a2"]
+    assert [row["external_id"] for row in lines_of(release)] == ["a1", "a2"]

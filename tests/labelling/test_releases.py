@@ -39,7 +39,14 @@ from labelling.releases.rows import Filters
 from labelling.services.labellers import labeller_create
 from labelling.services.releases import ReleaseRequest, release_create
 from labelling.spec import parse_spec
-from tests.labelling.release_world import T0, World, fail_after_first_chunk
+from tests.labelling.release_world import (
+    T0,
+    World,
+    data_of,
+    fail_after_first_chunk,
+    files_under,
+    lines_of,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -56,21 +63,9 @@ def world(project: Project) -> World:
     return World(project)
 
 
-def data_of(release: Release) -> bytes:
-    return (Path(release.location.removeprefix("file://")) / release.data_file).read_bytes()
-
-
-def lines_of(release: Release) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in data_of(release).splitlines()]
-
-
 def pseudonym(project: Project, labeller: Labeller) -> str:
     message = f"quorum-release:{project.pk}:{labeller.pk}".encode()
     return hmac.new(b"release-test-secret", message, hashlib.sha256).hexdigest()[:16]
-
-
-def files_under(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
 
 # Selection and fields
