@@ -244,6 +244,13 @@ if not (
 AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL", "")
 # How long a presigned download link of a release stays valid, in seconds.
 RELEASE_URL_SECONDS = env_int("QUORUM_RELEASE_URL_SECONDS", 3600)
+# On PostgreSQL, how many database connections write a large release at once, each building and
+# sorting its own run of rows (a core each); 1 writes every release on one connection.
+RELEASE_CONNECTIONS = env_int("QUORUM_RELEASE_CONNECTIONS", 2)
+if RELEASE_CONNECTIONS < 1:
+    raise ImproperlyConfigured(
+        f"QUORUM_RELEASE_CONNECTIONS must be at least 1, got {RELEASE_CONNECTIONS}"
+    )
 # The code version a release's manifest names; default: the git commit of the checkout.
 CODE_VERSION = env_str("QUORUM_CODE_VERSION", "")
 MTURK_ENDPOINT = env_str("MTURK_ENDPOINT", "sandbox")

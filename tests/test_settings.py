@@ -171,6 +171,21 @@ def test_an_ftp_export_storage_fails_naming_export_storage(var_dir: str) -> None
     assert "ftp://x" in message
 
 
+def test_release_connections_default_to_two_and_must_be_at_least_one(var_dir: str) -> None:
+    assert value("settings.RELEASE_CONNECTIONS", QUORUM_VAR_DIR=var_dir, SECRET_KEY=KEY) == 2
+    shown = value(
+        "settings.RELEASE_CONNECTIONS",
+        QUORUM_VAR_DIR=var_dir,
+        SECRET_KEY=KEY,
+        QUORUM_RELEASE_CONNECTIONS="4",
+    )
+    assert shown == 4
+    message = failure(QUORUM_VAR_DIR=var_dir, SECRET_KEY=KEY, QUORUM_RELEASE_CONNECTIONS="0")
+    assert "QUORUM_RELEASE_CONNECTIONS must be at least 1, got 0" in message
+    message = failure(QUORUM_VAR_DIR=var_dir, SECRET_KEY=KEY, QUORUM_RELEASE_CONNECTIONS="two")
+    assert "QUORUM_RELEASE_CONNECTIONS" in message
+
+
 def test_without_debug_no_host_is_allowed_by_default(var_dir: str) -> None:
     assert value("settings.ALLOWED_HOSTS", QUORUM_VAR_DIR=var_dir, SECRET_KEY=KEY) == []
 

@@ -9,22 +9,31 @@ keys come in jsonb's order (shorter keys first) rather than alphabetically.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import queue
 import re
 import struct
+import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
 import orjson
+import psycopg
+from django.conf import settings
 from django.db import connection
 
 from labelling.models import Project
 from labelling.policy import FIELDS as RULE_FIELDS
+from labelling.releases.formats import FLUSH_BYTES, QUEUED_BLOCKS
 from labelling.releases.rows import (
     FIELDS,
+    ITEM,
     LABEL,
     Pseudonyms,
     Selection,
     approved_at_sql,
+    between,
     bytewise,
     final_label_sql,
     from_sql,
@@ -44,10 +53,21 @@ PLAIN = re.compile(r"[A-Za-z0-9_.:/ -]{1,100}")
 # Lines built whole by the query (JSON Lines, manifests) come in COPY's binary format: each row's
 # one text field byte for byte, with no escaping for the server to scan every byte for.
 BINARY = "FORMAT binary"
+CSV = "FORMAT csv"  # with a header line in the first run only
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HEADER = len(SIGNATURE) + 8  # then a flags word and the length of a header extension
 ROW = struct.Struct(">hi")  # a row's field count and its (first) field's length
 TRAILER = b"\xff\xff"
+RELEASE_WORK_MEM = "128MB"
+# What pg_export_snapshot() returns: written into SET TRANSACTION SNAPSHOT (no parameters there).
+SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
+# A release is cut into runs of at least this many rows (see runs()), sampled from about
+# SAMPLE_ROWS of its items.
+MIN_ROWS_PER_RUN = 50_000
+SAMPLE_ROWS = 20_000
+CANCEL_SECONDS = 10
+# A COPY statement, its parameters, and whether it is in the binary format.
+Statement = tuple[str, list[Any], bool]
 
 
 def _ts(column: str) -> str:
@@ -90,13 +110,21 @@ def _json_list(name: str) -> str:
     return f"'[' || string_agg('\"' || {name} || '\"', ', '"
 
 
-def _labellers(project: Project, labeller_ids: list[int]) -> tuple[str, list[Any]]:
-    """Per item, the JSON list of its valid labels' pseudonymous labeller ids, sorted."""
+def _of_chosen(chosen: Selection) -> tuple[str, list[Any]]:
+    """The condition that keeps the labels of the selected items only: a release written in runs
+    (see runs()) aggregates each run's own labels, not every run all of the project's."""
+    return f"lb.item_id IN (SELECT i.id FROM {ITEM} i WHERE {chosen.where})", list(chosen.params)
+
+
+def _labellers(
+    project: Project, labeller_ids: list[int], chosen: Selection
+) -> tuple[str, list[Any]]:
+    """Per selected item, the JSON list of its valid labels' pseudonymous labeller ids, sorted."""
     if not labeller_ids:
-        return _joined_labellers(project, labeller_ids)
+        return _joined_labellers(project, labeller_ids, chosen)
     low, high = min(labeller_ids), max(labeller_ids)
     if high - low >= MAX_SPAN_PER_LABELLER * len(labeller_ids) + MIN_SPAN:
-        return _joined_labellers(project, labeller_ids)
+        return _joined_labellers(project, labeller_ids, chosen)
     # A pseudonym is 16 hex digits: 64 bits, kept as a signed bigint and looked up by labeller
     # id in an array (fixed-width elements: a constant-time subscript, no join), written back as
     # 16 hex digits by to_hex, ordered as text by flipping the sign bit. 0 marks a gap (a
@@ -108,27 +136,32 @@ def _labellers(project: Project, labeller_ids: list[int]) -> tuple[str, list[Any
         numbers[labeller_id - low] = int.from_bytes(
             bytes.fromhex(names(str(labeller_id))), "big", signed=True
         )
+    of_chosen, chosen_params = _of_chosen(chosen)
     sql = (
         f"SELECT item_id, {_json_list(HEX_NAME)} ORDER BY ps # %s) "
         "FILTER (WHERE ps <> 0) || ']' AS labellers, "
         "MAX(created_at) FILTER (WHERE ps <> 0) AS last_label_at FROM ("
         "SELECT lb.item_id, lb.created_at, (%s::bigint[])[lb.labeller_id - %s] AS ps "
-        f"FROM {LABEL} lb WHERE lb.project_id = %s AND lb.state = 'valid') lb GROUP BY item_id"
+        f"FROM {LABEL} lb WHERE lb.project_id = %s AND lb.state = 'valid' AND {of_chosen}) lb "
+        "GROUP BY item_id"
     )
-    return sql, [SIGN_BIT, numbers, low - 1, project.pk]
+    return sql, [SIGN_BIT, numbers, low - 1, project.pk, *chosen_params]
 
 
-def _joined_labellers(project: Project, labeller_ids: list[int]) -> tuple[str, list[Any]]:
+def _joined_labellers(
+    project: Project, labeller_ids: list[int], chosen: Selection
+) -> tuple[str, list[Any]]:
     """The same lists by joining the labels with (labeller id, pseudonym) pairs."""
     names = Pseudonyms(project)
+    of_chosen, chosen_params = _of_chosen(chosen)
     sql = (
         f'SELECT lb.item_id, {_json_list("ps.name")} ORDER BY ps.name COLLATE "C") '
         "|| ']' AS labellers, "
         f"MAX(lb.created_at) AS last_label_at FROM {LABEL} lb "
         "JOIN unnest(%s::bigint[], %s::text[]) AS ps(id, name) ON ps.id = lb.labeller_id "
-        "WHERE lb.project_id = %s AND lb.state = 'valid' GROUP BY lb.item_id"
+        f"WHERE lb.project_id = %s AND lb.state = 'valid' AND {of_chosen} GROUP BY lb.item_id"
     )
-    return sql, [labeller_ids, [names(str(i)) for i in labeller_ids], project.pk]
+    return sql, [labeller_ids, [names(str(i)) for i in labeller_ids], project.pk, *chosen_params]
 
 
 def _payload(omit: Sequence[str]) -> tuple[str, list[Any]]:
@@ -145,7 +178,7 @@ def _columns(
     payload column, of the probabilities column and of the FROM clause."""
     payload, payload_params = _payload(omit)
     ids = list(project.labellers.values_list("id", flat=True))
-    labellers, labeller_params = _labellers(project, ids)
+    labellers, labeller_params = _labellers(project, ids, chosen)
     body, body_params = from_sql(chosen, labellers, labeller_params)
     probabilities, probability_params = _probabilities(list(project.labels))
     columns = {
@@ -199,7 +232,7 @@ def _csv(project: Project, chosen: Selection, omit: Sequence[str]) -> tuple[str,
     cells = [f'{plain.get(name, columns[name])} AS "{name}"' for name in FIELDS]
     sql = f"SELECT {', '.join(cells)} {body} ORDER BY {bytewise('i.external_id')}"
     # Parameters in the order their columns come: payload (field 2), probabilities (field 10).
-    return sql, [*params[0], *params[1], *params[2]], "FORMAT csv, HEADER true"
+    return sql, [*params[0], *params[1], *params[2]], CSV
 
 
 def _manifest(
@@ -269,17 +302,189 @@ def _fields(messages: Iterable[memoryview]) -> Generator[bytes]:
             raise CopyFormatError("a binary COPY row that is not one text field")
 
 
+def release_settings(cursor: Any) -> None:
+    """Settings of a transaction that writes or checks a release: the release query sorts and
+    hashes a million wide rows, which with the default 4 MB spill to disk in batches; no JIT (it
+    compiles for longer than it saves here)."""
+    cursor.execute(f"SET LOCAL work_mem = '{RELEASE_WORK_MEM}'")
+    cursor.execute("SET LOCAL jit = off")
+
+
+def export_snapshot() -> str:
+    """The id of this connection's transaction's snapshot, for other connections to share."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_export_snapshot()")
+        snapshot = str(cursor.fetchone()[0])
+    if not SNAPSHOT_ID.fullmatch(snapshot):
+        raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
+    return snapshot
+
+
+def enter_snapshot(cursor: Any, snapshot: str) -> None:
+    """Make the transaction just begun on `cursor`'s connection see what `snapshot` saw."""
+    if not SNAPSHOT_ID.fullmatch(snapshot):
+        raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
+    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+    release_settings(cursor)
+
+
+def runs(chosen: Selection, total: int, connections: int) -> list[Selection]:
+    """The selection cut into runs of consecutive external ids of about equal size, one a
+    connection, that written one after another make the whole file.
+
+    At least MIN_ROWS_PER_RUN rows a run (a small release is written whole). The cuts are the
+    quantiles of a sample of about SAMPLE_ROWS selected items (by id).
+    """
+    count = min(connections, total // MIN_ROWS_PER_RUN)
+    if count < 2:
+        return [chosen]
+    every = max(1, total // SAMPLE_ROWS)
+    sql = (
+        f"SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY {bytewise('i.external_id')}) "
+        f"FROM {ITEM} i WHERE {chosen.where} AND mod(i.id, %s) = 0"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [[n / count for n in range(1, count)], *chosen.params, every])
+        found = cursor.fetchone()[0] or []
+    cuts = sorted(set(found))
+    bounds = [None, *cuts, None]
+    return [between(chosen, low, high) for low, high in itertools.pairwise(bounds)]
+
+
+def _statement(
+    project: Project, chosen: Selection, fmt: str, omit: Sequence[str], first: bool
+) -> Statement:
+    sql, params, options = BUILDERS[fmt](project, chosen, omit)
+    if options == CSV and first:
+        options += ", HEADER true"
+    return f"COPY ({sql}) TO STDOUT WITH ({options})", params, options == BINARY
+
+
+def _rows(copy: Any, binary: bool) -> Generator[bytes]:
+    if binary:
+        yield from _fields(copy)
+    else:
+        for chunk in copy:
+            yield bytes(chunk)
+
+
+class _Stopped(Exception):
+    """The reader of a later run stopped reading."""
+
+
+class LaterRun:
+    """A later run of a release: written by a connection of its own in the release's snapshot,
+    read on a thread of its own into at most QUEUED_BLOCKS blocks.
+
+    PostgreSQL sends a COPY's first message only once the rows are built and sorted: the thread
+    waits for it, not the reader of the earlier runs. Once the queue is full, the thread stops
+    reading and the backend waits with its rows sorted. close() stops the thread, cancelling
+    the run's statement if it still runs.
+    """
+
+    def __init__(self, params: dict[str, Any], snapshot: str, statement: Statement) -> None:
+        self._blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(QUEUED_BLOCKS)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._side: psycopg.Connection[Any] | None = None
+        self._thread = threading.Thread(
+            target=self._read, args=(params, snapshot, statement), name="release-run", daemon=True
+        )
+        self._thread.start()
+
+    def blocks(self) -> Generator[bytes]:
+        """The run's bytes, in blocks; an error of its connection is raised here."""
+        while True:
+            try:
+                block = self._blocks.get(timeout=1)
+            except queue.Empty:
+                if self._thread.is_alive():
+                    continue
+                raise RuntimeError("a release run's reader ended without its last block") from None
+            if isinstance(block, BaseException):
+                raise block
+            if block is None:
+                return
+            yield block
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop.set()
+            side = self._side
+        if side is not None and self._thread.is_alive():
+            with contextlib.suppress(psycopg.Error):  # finished meanwhile: nothing to cancel
+                side.cancel_safe(timeout=CANCEL_SECONDS)
+        self._thread.join()
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self._stop.is_set():
+            try:
+                self._blocks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def _read(self, params: dict[str, Any], snapshot: str, statement: Statement) -> None:
+        try:
+            with psycopg.connect(**params, autocommit=True) as side:
+                with side.cursor() as cursor:
+                    cursor.execute("BEGIN")
+                    enter_snapshot(cursor, snapshot)
+                with self._lock:
+                    if self._stop.is_set():
+                        return
+                    self._side = side
+                sql, values, binary = statement
+                with side.cursor() as cursor, cursor.copy(sql, values) as copy:
+                    block: list[bytes] = []
+                    size = 0
+                    for row in _rows(copy, binary):
+                        block.append(row)
+                        size += len(row)
+                        if size >= FLUSH_BYTES:
+                            self._put(b"".join(block))
+                            block, size = [], 0
+                self._put(b"".join(block))
+            self._put(None)
+        except _Stopped:
+            pass
+        except BaseException as error:  # raised again in the reader's thread
+            with contextlib.suppress(_Stopped):
+                self._put(error)
+
+
 def copy_chunks(
-    project: Project, chosen: Selection, fmt: str, omit: Sequence[str] = ()
+    project: Project,
+    chosen: Selection,
+    fmt: str,
+    omit: Sequence[str] = (),
+    *,
+    snapshot: str | None = None,
+    total: int = 0,
 ) -> Generator[bytes]:
     """The finished data file of a release, in chunks, as PostgreSQL writes it; payload fields
-    named in `omit` are left out."""
-    sql, params, options = BUILDERS[fmt](project, chosen, omit)
-    with connection.cursor() as cursor:
-        raw = cursor.cursor  # psycopg's own cursor: Django's wrapper has no copy()
-        with raw.copy(f"COPY ({sql}) TO STDOUT WITH ({options})", params) as copy:
-            if options == BINARY:
-                yield from _fields(copy)
-            else:
-                for chunk in copy:
-                    yield bytes(chunk)
+    named in `omit` are left out.
+
+    With the release transaction's exported `snapshot` and its `total` of rows, a large release
+    is cut into runs (runs()): each later run's COPY starts at once on a connection of its own
+    (LaterRun), so that its backend builds and sorts its rows on another core while this
+    connection's run is built and read; then each is read in turn.
+    """
+    parts = runs(chosen, total, settings.RELEASE_CONNECTIONS) if snapshot else [chosen]
+    runs_later: list[LaterRun] = []
+    with contextlib.ExitStack() as stack:
+        for part in parts[1:]:
+            assert snapshot is not None
+            statement = _statement(project, part, fmt, omit, first=False)
+            later = LaterRun(connection.get_connection_params(), snapshot, statement)
+            stack.callback(later.close)
+            runs_later.append(later)
+        sql, values, binary = _statement(project, parts[0], fmt, omit, first=True)
+        with connection.cursor() as cursor:
+            raw = cursor.cursor  # psycopg's own cursor: Django's wrapper has no copy()
+            with raw.copy(sql, values) as copy:
+                yield from _rows(copy, binary)
+        for later in runs_later:
+            yield from later.blocks()

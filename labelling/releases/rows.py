@@ -105,6 +105,17 @@ def selection(project: Project, filters: Filters, watermark: dict[str, Any] | No
     return Selection(" AND ".join(where), params)
 
 
+def between(chosen: Selection, low: str | None, high: str | None) -> Selection:
+    """The selected items whose external id is at least `low` and below `high`, compared byte by
+    byte (either bound left out: no bound)."""
+    where, params = [chosen.where], list(chosen.params)
+    for bound, operator in ((low, ">="), (high, "<")):
+        if bound is not None:
+            where.append(f"{bytewise('i.external_id')} {operator} %s")
+            params.append(bound)
+    return Selection(" AND ".join(where), params)
+
+
 def watermark_at(at: datetime) -> dict[str, Any]:
     """Where the next "since the last release" starts from: this release's snapshot time."""
     return {"at": at.astimezone(UTC).isoformat()}

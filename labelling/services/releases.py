@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import subprocess
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +25,12 @@ from core.exceptions import Conflict, InputError, InvalidInput
 from labelling.models import Job, Project, Release
 from labelling.releases import checks, rows
 from labelling.releases.formats import EXTENSIONS, FORMATS, HashingWriter, line_writer
-from labelling.releases.pgcopy import copy_chunks
+from labelling.releases.pgcopy import (
+    copy_chunks,
+    enter_snapshot,
+    export_snapshot,
+    release_settings,
+)
 from labelling.releases.storage import ReleaseStorage, default_storage_url, discard, storage_for
 from labelling.services.decisions import decisions_paused, snapshot_time, sqlite_write_lock
 
@@ -36,9 +40,6 @@ PROGRESS_EVERY = 20_000
 # (a lock on the project row would hold up labelling while a large release is uploaded).
 ADVISORY_NAMESPACE = 7007
 MAX_REASON = 2000
-RELEASE_WORK_MEM = "128MB"
-# What pg_export_snapshot() returns: written into SET TRANSACTION SNAPSHOT (no parameters there).
-SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -147,12 +148,18 @@ def _python_lines(
 
 
 def _chunks(
-    project: Project, chosen: rows.Selection, fmt: str, omit: list[str]
+    project: Project,
+    chosen: rows.Selection,
+    fmt: str,
+    omit: list[str],
+    snapshot: str | None,
+    total: int,
 ) -> Generator[bytes]:
-    """The data file's bytes: written by PostgreSQL itself (COPY), else row by row in Python;
-    without the payload fields in `omit`."""
+    """The data file's bytes: written by PostgreSQL itself (COPY; in runs on several connections
+    sharing the release's `snapshot`, if any), else row by row in Python; without the payload
+    fields in `omit`."""
     if connection.vendor == "postgresql":
-        return copy_chunks(project, chosen, fmt, omit)
+        return copy_chunks(project, chosen, fmt, omit, snapshot=snapshot, total=total)
     return _python_lines(project, chosen, fmt, omit)
 
 
@@ -163,13 +170,15 @@ def _stream(
     path: Path,
     progress: Progress | None,
     total: int,
+    snapshot: str | None,
 ) -> tuple[str, int]:
     """Write the `total` selected rows to `path`, hashing as it goes; their sha256 and size."""
     reported = 0
     with open(path, "wb") as stream, HashingWriter(stream) as out:
         # Closed on any failure: an abandoned COPY would hold the connection for ever.
         omit = request.omitted(project)
-        with contextlib.closing(_chunks(project, chosen, request.fmt, omit)) as chunks:
+        chunks = _chunks(project, chosen, request.fmt, omit, snapshot, total)
+        with contextlib.closing(chunks):
             for chunk in chunks:
                 out.write(chunk)
                 # Lines approximate rows (a CSV cell may hold a newline): enough for progress.
@@ -307,14 +316,6 @@ def _check_overrides(
     return overrides
 
 
-def _release_settings(cursor: Any) -> None:
-    """Settings of a release's transaction on PostgreSQL: the release query sorts and hashes a
-    million wide rows, which with the default 4 MB spill to disk in batches; no JIT (it compiles
-    for longer than it saves here)."""
-    cursor.execute(f"SET LOCAL work_mem = '{RELEASE_WORK_MEM}'")
-    cursor.execute("SET LOCAL jit = off")
-
-
 @contextlib.contextmanager
 def _snapshot(project: Project) -> Iterator[tuple[datetime, bool]]:
     """One consistent view of the data for the checks, the counts and the rows: a REPEATABLE READ
@@ -328,7 +329,7 @@ def _snapshot(project: Project) -> Iterator[tuple[datetime, bool]]:
             if repeatable:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             if postgresql:
-                _release_settings(cursor)
+                release_settings(cursor)
         at = snapshot_time(project)
         resume()
         yield at, repeatable
@@ -357,9 +358,7 @@ def _examine_in(snapshot: str, project: Project, chosen: rows.Selection) -> Exam
     """_examine on this thread's own connection, in the release's exported snapshot."""
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            _release_settings(cursor)
+            enter_snapshot(cursor, snapshot)
             return _examine(project, chosen)
     finally:
         connection.close()
@@ -367,25 +366,20 @@ def _examine_in(snapshot: str, project: Project, chosen: rows.Selection) -> Exam
 
 @contextlib.contextmanager
 def _examining(
-    project: Project, chosen: rows.Selection, beside: bool
+    project: Project, chosen: rows.Selection, snapshot: str | None
 ) -> Iterator[Future[Examined]]:
     """The release's checks and counts, as a future.
 
-    `beside`: on a second connection, in the release's snapshot, while this one writes the rows
-    (PostgreSQL builds and sorts every row on one core before the first arrives: the checks take
-    the other). Else run here and now, done before a row is written. Leaving the block waits
-    for the second connection's work, whatever happened meanwhile.
+    With the release's `snapshot`: on a connection of their own, in that snapshot, while the
+    rows are written (PostgreSQL builds and sorts every row before the first arrives: the checks
+    take a core of their own meanwhile). Else run here and now, done before a row is written.
+    Leaving the block waits for the other connection's work, whatever happened meanwhile.
     """
-    if not beside:
+    if snapshot is None:
         done: Future[Examined] = Future()
         done.set_result(_examine(project, chosen))
         yield done
         return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_export_snapshot()")
-        snapshot = cursor.fetchone()[0]
-    if not SNAPSHOT_ID.fullmatch(snapshot):
-        raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="release-checks") as pool:
         yield pool.submit(_examine_in, snapshot, project, chosen)
 
@@ -423,13 +417,16 @@ def _build(
                 "nothing to release: no approved or resolved items match "
                 f"{request.filters.as_dict()}"
             )
+        # Shared by the connections that check and write the release beside this one.
+        snapshot = export_snapshot() if own else None
         staging = storage.staging()
         try:
-            with _examining(project, chosen, beside=own) as examined:
+            with _examining(project, chosen, snapshot) as examined:
                 verdict = None
                 if examined.done():  # checks run here and now: fail before a byte is written
                     verdict = _verdict(project, request, user, examined.result())
-                sha256, size = _stream(project, chosen, request, staging / "data", progress, total)
+                path = staging / "data"
+                sha256, size = _stream(project, chosen, request, path, progress, total, snapshot)
                 found = examined.result()
             results, overrides = verdict or _verdict(project, request, user, found)
             (staging / "data").rename(staging / f"data.{EXTENSIONS[request.fmt]}")

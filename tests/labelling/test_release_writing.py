@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection, transaction
 from pytest_django import Settings
@@ -23,7 +24,7 @@ from labelling.releases.pgcopy import CopyFormatError, copy_chunks
 from labelling.releases.rows import Filters, selection
 from labelling.services import releases as release_service
 from labelling.services.releases import ReleaseRequest, release_create
-from tests.labelling.release_world import World, files_under, lines_of
+from tests.labelling.release_world import World, data_of, files_under, lines_of
 
 HEADER = pgcopy.SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 
@@ -299,3 +300,193 @@ def test_the_checks_beside_the_write_see_the_releases_snapshot_not_later_commits
     # Committed while the release ran: neither its checks nor its rows see a3.
     assert release.row_count == 2 and release.checks[0]["passed"]
     assert [row["external_id"] for row in lines_of(release)] == ["a1", "a2"]
+
+
+# A large release written in runs, on several connections
+
+
+@pytest.fixture
+def in_runs(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> list[pgcopy.LaterRun]:
+    """Every release of a row or more written in runs of three connections; the later runs
+    started, recorded."""
+    monkeypatch.setattr(pgcopy, "MIN_ROWS_PER_RUN", 1)
+    settings.RELEASE_CONNECTIONS = 3
+    started: list[pgcopy.LaterRun] = []
+
+    class Recorded(pgcopy.LaterRun):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    monkeypatch.setattr(pgcopy, "LaterRun", Recorded)
+    return started
+
+
+def numbered(world: World, count: int) -> list[str]:
+    """`count` decided items whose external ids sort as numbers do not (a10 before a2)."""
+    names = [f"a{n}" for n in range(1, count + 1)]
+    for n, name in enumerate(names):
+        world.item(name, split="train" if n % 2 else "test", labellers=("w1", "w2")[: n % 3])
+    return sorted(names)
+
+
+@pytest.mark.needs_postgres
+def test_runs_cut_the_selection_into_consecutive_parts_that_hold_every_row_once(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pgcopy, "MIN_ROWS_PER_RUN", 4)
+    names = numbered(World(project), 12)
+    chosen = selection(project, Filters(), None)
+
+    def ids(part: Any) -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT i.external_id FROM labelling_item i WHERE {part.where} "
+                'ORDER BY i.external_id COLLATE "C"',
+                part.params,
+            )
+            return [r[0] for r in cursor.fetchall()]
+
+    parts = pgcopy.runs(chosen, 12, connections=3)
+    assert len(parts) == 3
+    assert all(3 <= len(ids(p)) <= 5 for p in parts)  # a quantile's value starts a run
+    assert [name for p in parts for name in ids(p)] == names
+    # At most one run a connection, and none under MIN_ROWS_PER_RUN rows.
+    assert len(pgcopy.runs(chosen, 12, connections=2)) == 2
+    assert pgcopy.runs(chosen, 7, connections=3) == [chosen]
+    assert pgcopy.runs(chosen, 12, connections=1) == [chosen]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "manifest"])
+def test_a_release_written_in_runs_is_byte_for_byte_the_one_written_whole(
+    make_project: Any,
+    exports: Path,
+    in_runs: list[pgcopy.LaterRun],
+    settings: Settings,
+    fmt: str,
+) -> None:
+    project = make_project()
+    names = numbered(World(project), 9)
+    request = ReleaseRequest(fmt=fmt, override_reason="numbered test data")
+
+    in_three = release_create(project=project, request=request)
+    assert len(in_runs) == 2  # the first run is the release's own connection's
+    settings.RELEASE_CONNECTIONS = 1
+    whole = release_create(project=project, request=request)
+
+    assert len(in_runs) == 2
+    assert data_of(in_three) == data_of(whole) and in_three.sha256 == whole.sha256
+    text = data_of(in_three).decode()
+    if fmt == "csv":
+        assert text.startswith("external_id,") and text.count("external_id,") == 1
+        assert [r[0] for r in list(csv.reader(io.StringIO(text)))[1:]] == names
+    else:
+        assert len(text.splitlines()) == 9
+    assert not any(t.name == "release-run" for t in threading.enumerate())
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_later_runs_see_the_releases_snapshot_not_later_commits(
+    make_project: Any,
+    exports: Path,
+    in_runs: list[pgcopy.LaterRun],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World(make_project())
+    numbered(world, 6)
+    original = pgcopy.runs
+
+    def after_an_item_commits(*args: Any) -> Any:
+        def add() -> None:
+            try:
+                world.item("a9")  # sorts last: in the last run
+            finally:
+                connection.close()
+
+        adding = threading.Thread(target=add)
+        adding.start()
+        adding.join()
+        return original(*args)
+
+    monkeypatch.setattr(pgcopy, "runs", after_an_item_commits)
+    release = release_create(project=world.project, request=ReleaseRequest(override_reason="x"))
+
+    assert len(in_runs) == 2
+    assert release.row_count == 6
+    assert [row["external_id"] for row in lines_of(release)] == [f"a{n}" for n in range(1, 7)]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_later_run_that_fails_fails_the_release_and_leaves_nothing(
+    make_project: Any,
+    exports: Path,
+    in_runs: list[pgcopy.LaterRun],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World(make_project())
+    numbered(world, 6)
+    original = pgcopy._statement
+
+    def broken_later(*args: Any, first: bool) -> pgcopy.Statement:
+        sql, params, binary = original(*args, first=first)
+        failing = "SELECT (1 / (i.id - i.id))::text || '"  # fails on the first row
+        return (sql if first else sql.replace("SELECT '", failing, 1)), params, binary
+
+    monkeypatch.setattr(pgcopy, "_statement", broken_later)
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        release_create(project=world.project, request=ReleaseRequest(override_reason="x"))
+    assert len(in_runs) == 2
+    assert not Release.objects.exists() and files_under(exports) == []
+    assert not any(t.name == "release-run" for t in threading.enumerate())
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_release_abandoned_midway_cancels_its_later_runs_statements(
+    make_project: Any, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(make_project())
+    numbered(world, 6)
+    original = pgcopy._statement
+
+    def slow_later(*args: Any, first: bool) -> pgcopy.Statement:
+        if first:
+            return original(*args, first=first)
+        return "COPY (SELECT pg_sleep(60)::text) TO STDOUT WITH (FORMAT binary)", [], True
+
+    monkeypatch.setattr(pgcopy, "_statement", slow_later)
+    project, chosen = world.project, selection(world.project, Filters(), None)
+    # Watched from a connection of its own: the release's is busy with its COPY.
+    watcher = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+
+    def sleeping() -> int:
+        return int(
+            watcher.execute(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' "
+                "AND state = 'active' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+        )
+
+    with watcher, transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        chunks = copy_chunks(project, chosen, "jsonl", snapshot=pgcopy.export_snapshot(), total=6)
+        assert next(chunks).startswith(b'{"external_id":"a1"')
+        for _ in range(100):  # both later runs' sleeps have begun
+            if sleeping() == 2:
+                break
+            threading.Event().wait(0.1)
+        else:
+            pytest.fail("the later runs' statements never started")
+        # As a failed write leaves it; the later runs' sleeps would hold it up for a minute.
+        closing = threading.Thread(target=chunks.close)
+        closing.start()
+        closing.join(timeout=30)
+
+        assert not closing.is_alive()
+        assert not any(t.name == "release-run" for t in threading.enumerate())
+        assert sleeping() == 0
