@@ -66,6 +66,9 @@ SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
 MIN_ROWS_PER_RUN = 50_000
 SAMPLE_ROWS = 20_000
 CANCEL_SECONDS = 10
+# A release written in runs takes a core a run: the runs' plans get no parallel workers of their
+# own (which would each aggregate the run's labels again, and crowd the other runs out).
+SERIAL_PLANS = "SET LOCAL max_parallel_workers_per_gather = 0"
 # A COPY statement, its parameters, and whether it is in the binary format.
 Statement = tuple[str, list[Any], bool]
 
@@ -432,6 +435,7 @@ class LaterRun:
                 with side.cursor() as cursor:
                     cursor.execute("BEGIN")
                     enter_snapshot(cursor, snapshot)
+                    cursor.execute(SERIAL_PLANS)
                 with self._lock:
                     if self._stop.is_set():
                         return
@@ -483,6 +487,8 @@ def copy_chunks(
             runs_later.append(later)
         sql, values, binary = _statement(project, parts[0], fmt, omit, first=True)
         with connection.cursor() as cursor:
+            if runs_later:
+                cursor.execute(SERIAL_PLANS)
             raw = cursor.cursor  # psycopg's own cursor: Django's wrapper has no copy()
             with raw.copy(sql, values) as copy:
                 yield from _rows(copy, binary)

@@ -490,3 +490,28 @@ def test_a_release_abandoned_midway_cancels_its_later_runs_statements(
         assert not closing.is_alive()
         assert not any(t.name == "release-run" for t in threading.enumerate())
         assert sleeping() == 0
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_runs_plan_without_parallel_workers_of_their_own(
+    make_project: Any, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(make_project())
+    numbered(world, 6)
+    setting = "COPY (SELECT current_setting('max_parallel_workers_per_gather') || ';') TO STDOUT"
+    monkeypatch.setattr(pgcopy, "_statement", lambda *_, first: (setting, [], False))
+    project, chosen = world.project, selection(world.project, Filters(), None)
+
+    def written(total: int) -> bytes:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            snapshot = pgcopy.export_snapshot()
+            return b"".join(copy_chunks(project, chosen, "jsonl", snapshot=snapshot, total=total))
+
+    assert written(6) == b"0;\n0;\n0;\n"  # three runs, each on a serial plan
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_parallel_workers_per_gather")
+        default = cursor.fetchone()[0]
+    assert written(1) == f"{default};\n".encode()  # one run: the server's own setting
