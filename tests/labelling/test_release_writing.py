@@ -136,6 +136,12 @@ def exports(settings: Settings, tmp_path: Path) -> Path:
     return folder
 
 
+def committed(test: Any) -> Any:
+    """A test on PostgreSQL whose transactions commit: a release shares its snapshot with other
+    connections only from a transaction of its own."""
+    return pytest.mark.needs_postgres(pytest.mark.django_db(transaction=True)(test))
+
+
 @pytest.mark.needs_postgres
 def test_a_copys_lines_come_whole_and_the_labels_index_covers_what_a_release_reads(
     project: Project,
@@ -187,6 +193,21 @@ def test_postgresqls_lines_say_what_the_python_writers_say(project: Project, fmt
     assert len(parsed(by_database)) == (5 if fmt == "csv" else 4)
 
 
+def commit_elsewhere(world: World, external_id: str, **fields: Any) -> None:
+    """Create a decided item on another connection, committed at once, as another request
+    would while a release runs."""
+
+    def add() -> None:
+        try:
+            world.item(external_id, **fields)
+        finally:
+            connection.close()
+
+    adding = threading.Thread(target=add)
+    adding.start()
+    adding.join()
+
+
 def watched(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """Record the thread and backend each data check ran on."""
     seen: list[tuple[str, int]] = []
@@ -203,8 +224,7 @@ def watched(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     return seen
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.django_db(transaction=True)
+@committed
 def test_the_checks_run_beside_the_write_on_another_connection_in_its_snapshot(
     make_project: Any, exports: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -234,8 +254,7 @@ def test_the_checks_run_beside_the_write_on_another_connection_in_its_snapshot(
     assert len(seen) == 6 and all(name == "MainThread" for name, _ in seen[3:])
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.django_db(transaction=True)
+@committed
 def test_a_check_failing_beside_the_write_blocks_the_release_and_leaves_nothing(
     make_project: Any, exports: Path
 ) -> None:
@@ -254,8 +273,7 @@ def test_a_check_failing_beside_the_write_blocks_the_release_and_leaves_nothing(
     assert overridden.row_count == 2 and overridden.overrides[0]["check"] == "duplicate_content"
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.django_db(transaction=True)
+@committed
 def test_an_error_in_the_checks_beside_the_write_leaves_nothing(
     make_project: Any, exports: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -272,8 +290,7 @@ def test_an_error_in_the_checks_beside_the_write_leaves_nothing(
     assert not any(t.name.startswith("release-checks") for t in threading.enumerate())
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.django_db(transaction=True)
+@committed
 def test_the_checks_beside_the_write_see_the_releases_snapshot_not_later_commits(
     make_project: Any, exports: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -283,15 +300,7 @@ def test_the_checks_beside_the_write_see_the_releases_snapshot_not_later_commits
     original = checks.duplicate_content
 
     def after_a_duplicate_commits(*args: Any) -> Any:
-        def add() -> None:
-            try:
-                world.item("a3", payload={"text": "same"})
-            finally:
-                connection.close()
-
-        adding = threading.Thread(target=add)
-        adding.start()
-        adding.join()
+        commit_elsewhere(world, "a3", payload={"text": "same"})
         return original(*args)
 
     monkeypatch.setattr(checks, "duplicate_content", after_a_duplicate_commits)
@@ -320,6 +329,14 @@ def in_runs(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> list[pgcopy.
 
     monkeypatch.setattr(pgcopy, "LaterRun", Recorded)
     return started
+
+
+@pytest.fixture
+def six(make_project: Any) -> World:
+    """Six decided items, a1 to a6."""
+    world = World(make_project())
+    numbered(world, 6)
+    return world
 
 
 def numbered(world: World, count: int) -> list[str]:
@@ -357,8 +374,7 @@ def test_runs_cut_the_selection_into_consecutive_parts_that_hold_every_row_once(
     assert pgcopy.runs(chosen, 12, connections=1) == [chosen]
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.django_db(transaction=True)
+@committed
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "manifest"])
 def test_a_release_written_in_runs_is_byte_for_byte_the_one_written_whole(
     make_project: Any,
@@ -387,48 +403,28 @@ def test_a_release_written_in_runs_is_byte_for_byte_the_one_written_whole(
     assert not any(t.name == "release-run" for t in threading.enumerate())
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.django_db(transaction=True)
+@committed
 def test_the_later_runs_see_the_releases_snapshot_not_later_commits(
-    make_project: Any,
-    exports: Path,
-    in_runs: list[pgcopy.LaterRun],
-    monkeypatch: pytest.MonkeyPatch,
+    six: World, exports: Path, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = World(make_project())
-    numbered(world, 6)
     original = pgcopy.runs
 
     def after_an_item_commits(*args: Any) -> Any:
-        def add() -> None:
-            try:
-                world.item("a9")  # sorts last: in the last run
-            finally:
-                connection.close()
-
-        adding = threading.Thread(target=add)
-        adding.start()
-        adding.join()
+        commit_elsewhere(six, "a9")  # sorts last: in the last run
         return original(*args)
 
     monkeypatch.setattr(pgcopy, "runs", after_an_item_commits)
-    release = release_create(project=world.project, request=ReleaseRequest(override_reason="x"))
+    release = release_create(project=six.project, request=ReleaseRequest(override_reason="x"))
 
     assert len(in_runs) == 2
     assert release.row_count == 6
     assert [row["external_id"] for row in lines_of(release)] == [f"a{n}" for n in range(1, 7)]
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.django_db(transaction=True)
+@committed
 def test_a_later_run_that_fails_fails_the_release_and_leaves_nothing(
-    make_project: Any,
-    exports: Path,
-    in_runs: list[pgcopy.LaterRun],
-    monkeypatch: pytest.MonkeyPatch,
+    six: World, exports: Path, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = World(make_project())
-    numbered(world, 6)
     original = pgcopy._statement
 
     def broken_later(*args: Any, first: bool) -> pgcopy.Statement:
@@ -438,19 +434,16 @@ def test_a_later_run_that_fails_fails_the_release_and_leaves_nothing(
 
     monkeypatch.setattr(pgcopy, "_statement", broken_later)
     with pytest.raises(psycopg.errors.DivisionByZero):
-        release_create(project=world.project, request=ReleaseRequest(override_reason="x"))
+        release_create(project=six.project, request=ReleaseRequest(override_reason="x"))
     assert len(in_runs) == 2
     assert not Release.objects.exists() and files_under(exports) == []
     assert not any(t.name == "release-run" for t in threading.enumerate())
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.django_db(transaction=True)
+@committed
 def test_a_release_abandoned_midway_cancels_its_later_runs_statements(
-    make_project: Any, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
+    six: World, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = World(make_project())
-    numbered(world, 6)
     original = pgcopy._statement
 
     def slow_later(*args: Any, first: bool) -> pgcopy.Statement:
@@ -459,7 +452,7 @@ def test_a_release_abandoned_midway_cancels_its_later_runs_statements(
         return "COPY (SELECT pg_sleep(60)::text) TO STDOUT WITH (FORMAT binary)", [], True
 
     monkeypatch.setattr(pgcopy, "_statement", slow_later)
-    project, chosen = world.project, selection(world.project, Filters(), None)
+    project, chosen = six.project, selection(six.project, Filters(), None)
     # Watched from a connection of its own: the release's is busy with its COPY.
     watcher = psycopg.connect(**connection.get_connection_params(), autocommit=True)
 
@@ -492,16 +485,13 @@ def test_a_release_abandoned_midway_cancels_its_later_runs_statements(
         assert sleeping() == 0
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.django_db(transaction=True)
+@committed
 def test_runs_plan_without_parallel_workers_of_their_own(
-    make_project: Any, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
+    six: World, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = World(make_project())
-    numbered(world, 6)
     setting = "COPY (SELECT current_setting('max_parallel_workers_per_gather') || ';') TO STDOUT"
     monkeypatch.setattr(pgcopy, "_statement", lambda *_, first: (setting, [], False))
-    project, chosen = world.project, selection(world.project, Filters(), None)
+    project, chosen = six.project, selection(six.project, Filters(), None)
 
     def written(total: int) -> bytes:
         with transaction.atomic():
