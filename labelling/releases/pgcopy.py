@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import queue
 import re
 import struct
@@ -71,6 +72,7 @@ CANCEL_SECONDS = 10
 SERIAL_PLANS = "SET LOCAL max_parallel_workers_per_gather = 0"
 # A COPY statement, its parameters, and whether it is in the binary format.
 Statement = tuple[str, list[Any], bool]
+logger = logging.getLogger("quorum.releases")
 
 
 def _ts(column: str) -> str:
@@ -386,13 +388,13 @@ class LaterRun:
     the run's statement if it still runs.
     """
 
-    def __init__(self, params: dict[str, Any], snapshot: str, statement: Statement) -> None:
+    def __init__(self, side: psycopg.Connection[Any], snapshot: str, statement: Statement) -> None:
         self._blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(QUEUED_BLOCKS)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._side: psycopg.Connection[Any] | None = None
         self._thread = threading.Thread(
-            target=self._read, args=(params, snapshot, statement), name="release-run", daemon=True
+            target=self._read, args=(side, snapshot, statement), name="release-run", daemon=True
         )
         self._thread.start()
 
@@ -429,9 +431,9 @@ class LaterRun:
                 continue
         raise _Stopped
 
-    def _read(self, params: dict[str, Any], snapshot: str, statement: Statement) -> None:
+    def _read(self, side: psycopg.Connection[Any], snapshot: str, statement: Statement) -> None:
         try:
-            with psycopg.connect(**params, autocommit=True) as side:
+            with side:
                 with side.cursor() as cursor:
                     cursor.execute("BEGIN")
                     enter_snapshot(cursor, snapshot)
@@ -477,12 +479,17 @@ def copy_chunks(
     connection's run is built and read; then each is read in turn.
     """
     parts = runs(chosen, total, settings.RELEASE_CONNECTIONS) if snapshot else [chosen]
+    sides = _connect(len(parts) - 1)
+    if len(sides) < len(parts) - 1:
+        parts = [chosen]
     runs_later: list[LaterRun] = []
     with contextlib.ExitStack() as stack:
-        for part in parts[1:]:
+        for side in sides:  # closed last, whatever happened (a second close does nothing)
+            stack.callback(side.close)
+        for side, part in zip(sides, parts[1:], strict=True):
             assert snapshot is not None
             statement = _statement(project, part, fmt, omit, first=False)
-            later = LaterRun(connection.get_connection_params(), snapshot, statement)
+            later = LaterRun(side, snapshot, statement)
             stack.callback(later.close)
             runs_later.append(later)
         sql, values, binary = _statement(project, parts[0], fmt, omit, first=True)
@@ -494,3 +501,19 @@ def copy_chunks(
                 yield from _rows(copy, binary)
         for later in runs_later:
             yield from later.blocks()
+
+
+def _connect(count: int) -> list[psycopg.Connection[Any]]:
+    """`count` more connections to the database, or none if the server refuses one (too many
+    clients, say): the release is then written on its own connection, more slowly."""
+    params = connection.get_connection_params()
+    made: list[psycopg.Connection[Any]] = []
+    try:
+        for _ in range(count):
+            made.append(psycopg.connect(**params, autocommit=True))
+    except psycopg.OperationalError as error:
+        for side in made:
+            side.close()
+        logger.warning("release written on one connection: another was refused: %s", error)
+        return []
+    return made

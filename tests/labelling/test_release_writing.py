@@ -505,3 +505,41 @@ def test_runs_plan_without_parallel_workers_of_their_own(
         cursor.execute("SHOW max_parallel_workers_per_gather")
         default = cursor.fetchone()[0]
     assert written(1) == f"{default};\n".encode()  # one run: the server's own setting
+
+
+@pytest.mark.needs_postgres
+def test_a_refused_connection_closes_the_ones_made_and_asks_for_none(
+    db: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    made: list[psycopg.Connection[Any]] = []
+    connect = psycopg.connect
+
+    def refusing_the_second(**params: Any) -> psycopg.Connection[Any]:
+        if made:
+            raise psycopg.OperationalError("FATAL: sorry, too many clients already")
+        made.append(connect(**params))
+        return made[-1]
+
+    monkeypatch.setattr(psycopg, "connect", refusing_the_second)
+    assert pgcopy._connect(2) == []
+    assert made[0].closed
+    assert "another was refused: FATAL: sorry, too many clients already" in caplog.text
+    monkeypatch.setattr(psycopg, "connect", connect)
+    two = pgcopy._connect(2)
+    assert len(two) == 2 and not any(side.closed for side in two)
+    for side in two:
+        side.close()
+
+
+@committed
+def test_a_release_whose_runs_get_no_connection_is_written_whole(
+    six: World, exports: Path, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = ReleaseRequest(override_reason="numbered test data")
+    in_three = release_create(project=six.project, request=request)
+    monkeypatch.setattr(pgcopy, "_connect", lambda count: [])  # as when the server refuses
+
+    whole = release_create(project=six.project, request=request)
+
+    assert len(in_runs) == 2  # the first release's later runs only
+    assert data_of(whole) == data_of(in_three) and whole.row_count == 6
