@@ -1,5 +1,6 @@
-"""On PostgreSQL, release files are written by the database: one COPY … TO STDOUT whose rows are
-the finished lines, streamed straight through the sha256 into the file.
+"""On PostgreSQL, release files are written by the database: COPY … TO STDOUT whose rows are
+the finished lines, streamed straight through the sha256 into the file; a large release in runs
+of consecutive external ids, one COPY a connection, all in the release's snapshot (copy_chunks).
 
 Python building each row took about 60 µs; PostgreSQL builds the same line in a few, so a
 million-row release is bound by the query, not by the interpreter. The lines hold the same fields
