@@ -320,14 +320,12 @@ def export_snapshot() -> str:
     """The id of this connection's transaction's snapshot, for other connections to share."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_export_snapshot()")
-        snapshot = str(cursor.fetchone()[0])
-    if not SNAPSHOT_ID.fullmatch(snapshot):
-        raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
-    return snapshot
+        return str(cursor.fetchone()[0])
 
 
 def enter_snapshot(cursor: Any, snapshot: str) -> None:
-    """Make the transaction just begun on `cursor`'s connection see what `snapshot` saw."""
+    """Make the transaction just begun on `cursor`'s connection see what `snapshot` (an id from
+    export_snapshot()) saw; the id is checked here, where it is written into the SQL."""
     if not SNAPSHOT_ID.fullmatch(snapshot):
         raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -392,10 +390,9 @@ class LaterRun:
     def __init__(self, side: psycopg.Connection[Any], snapshot: str, statement: Statement) -> None:
         self._blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(QUEUED_BLOCKS)
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._side: psycopg.Connection[Any] | None = None
+        self._side = side
         self._thread = threading.Thread(
-            target=self._read, args=(side, snapshot, statement), name="release-run", daemon=True
+            target=self._read, args=(snapshot, statement), name="release-run", daemon=True
         )
         self._thread.start()
 
@@ -415,12 +412,10 @@ class LaterRun:
             yield block
 
     def close(self) -> None:
-        with self._lock:
-            self._stop.set()
-            side = self._side
-        if side is not None and self._thread.is_alive():
+        self._stop.set()
+        if self._thread.is_alive():
             with contextlib.suppress(psycopg.Error):  # finished meanwhile: nothing to cancel
-                side.cancel_safe(timeout=CANCEL_SECONDS)
+                self._side.cancel_safe(timeout=CANCEL_SECONDS)
         self._thread.join()
 
     def _put(self, item: bytes | BaseException | None) -> None:
@@ -432,17 +427,16 @@ class LaterRun:
                 continue
         raise _Stopped
 
-    def _read(self, side: psycopg.Connection[Any], snapshot: str, statement: Statement) -> None:
+    def _read(self, snapshot: str, statement: Statement) -> None:
+        side = self._side
         try:
             with side:
                 with side.cursor() as cursor:
                     cursor.execute("BEGIN")
                     enter_snapshot(cursor, snapshot)
                     cursor.execute(SERIAL_PLANS)
-                with self._lock:
-                    if self._stop.is_set():
-                        return
-                    self._side = side
+                if self._stop.is_set():  # closed before its COPY began
+                    return
                 sql, values, binary = statement
                 with side.cursor() as cursor, cursor.copy(sql, values) as copy:
                     block: list[bytes] = []

@@ -429,7 +429,7 @@ def _build(
                 sha256, size = _stream(project, chosen, request, path, progress, total, snapshot)
                 found = examined.result()
             results, overrides = verdict or _verdict(project, request, user, found)
-            (staging / "data").rename(staging / f"data.{EXTENSIONS[request.fmt]}")
+            path.rename(staging / f"data.{EXTENSIONS[request.fmt]}")
         except BaseException:
             discard(staging)
             raise
