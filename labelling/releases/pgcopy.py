@@ -5,7 +5,9 @@ of consecutive external ids, one COPY a connection, all in the release's snapsho
 Python building each row took about 60 µs; PostgreSQL builds the same line in a few, so a
 million-row release is bound by the query, not by the interpreter. The lines hold the same fields
 in the same order as the Python writer's (labelling/releases/formats.py, used on SQLite); payload
-keys come in jsonb's order (shorter keys first) rather than alphabetically.
+keys come in jsonb's order (shorter keys first) rather than alphabetically. The lines come joined
+in batches of about BATCH_BYTES, one COPY row a batch: a COPY row costs the client about a
+microsecond to take in, whatever its size.
 """
 
 from __future__ import annotations
@@ -52,10 +54,9 @@ RULES = tuple(RULE_FIELDS)
 HEX_NAME = "lpad(to_hex(ps), 16, '0')"
 # Values written into the SQL as they are: no quote, backslash, percent or control character.
 PLAIN = re.compile(r"[A-Za-z0-9_.:/ -]{1,100}")
-# Lines built whole by the query (JSON Lines, manifests) come in COPY's binary format: each row's
-# one text field byte for byte, with no escaping for the server to scan every byte for.
+# The lines come in COPY's binary format: each row's one text field byte for byte, with no
+# escaping for the server to scan every byte for.
 BINARY = "FORMAT binary"
-CSV = "FORMAT csv"  # with a header line in the first run only
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HEADER = len(SIGNATURE) + 8  # then a flags word and the length of a header extension
 ROW = struct.Struct(">hi")  # a row's field count and its (first) field's length
@@ -71,8 +72,18 @@ CANCEL_SECONDS = 10
 # A release written in runs takes a core a run: the runs' plans get no parallel workers of their
 # own (which would each aggregate the run's labels again, and crowd the other runs out).
 SERIAL_PLANS = "SET LOCAL max_parallel_workers_per_gather = 0"
-# A COPY statement, its parameters, and whether it is in the binary format.
-Statement = tuple[str, list[Any], bool]
+# Lines are joined into COPY rows of about this many bytes (see _batched()), each line counted
+# as its stored payload's size plus LINE_BYTES (the other fields); a stored payload may be
+# compressed, so a batch of large payloads can be a few times larger.
+BATCH_BYTES = 1024 * 1024
+LINE_BYTES = 400
+# Quoted in a CSV cell, as COPY's CSV mode quotes: a comma, a quote, a line break.
+CSV_SPECIAL = "E'[,\"\\r\\n]'"
+# A COPY statement and its parameters.
+Statement = tuple[str, list[Any]]
+# A release's line as SQL (text ending in a newline), the FROM … WHERE it reads, and the
+# parameters of both, in order.
+Lines = tuple[str, str, list[Any]]
 logger = logging.getLogger("quorum.releases")
 
 
@@ -207,43 +218,69 @@ def _columns(
     return columns, body, (payload_params, probability_params, body_params)
 
 
-def _jsonl(project: Project, chosen: Selection, omit: Sequence[str]) -> tuple[str, list[Any], str]:
+def _jsonl(project: Project, chosen: Selection, omit: Sequence[str]) -> Lines:
     columns, body, params = _columns(project, chosen, omit)
     pieces = [
         f"'{'{' if n == 0 else ','}\"{name}\":' || COALESCE({columns[name]}, 'null')"
         for n, name in enumerate(FIELDS)
     ]
     line = " || ".join(pieces) + " || E'}\\n'"
-    return (
-        f"SELECT {line} {body} ORDER BY {bytewise('i.external_id')}",
-        [*params[0], *params[1], *params[2]],
-        BINARY,
-    )
+    return line, body, [*params[0], *params[1], *params[2]]
 
 
-def _csv(project: Project, chosen: Selection, omit: Sequence[str]) -> tuple[str, list[Any], str]:
+def _quoted(expr: str) -> str:
+    """A text in a CSV cell's quotes, a quote inside doubled."""
+    return f"'\"' || replace({expr}, '\"', '\"\"') || '\"'"
+
+
+def _csv_text(expr: str, known: Iterable[str] = ()) -> str:
+    """A text as COPY's CSV mode writes it in a cell: quoted (_quoted) when empty or holding a
+    comma, a quote or a line break, else as it is; NULL stays NULL (an empty cell). Plain values
+    expected of it (see _json_string) are written in as constants. `expr` is written several
+    times: it must take no parameters."""
+    quoted = f"CASE WHEN {expr} = '' OR {expr} ~ {CSV_SPECIAL} THEN {_quoted(expr)} ELSE {expr} END"
+    plain = sorted({value for value in known if value and PLAIN.fullmatch(value)})
+    if not plain:
+        return quoted
+    whens = " ".join(f"WHEN '{value}' THEN '{value}'" for value in plain)
+    return f"CASE {expr} {whens} ELSE {quoted} END"
+
+
+def _csv_payload(omit: Sequence[str]) -> tuple[str, list[Any]]:
+    """The payload's JSON in a CSV cell: quoted unless it is {} (any other object has a quoted
+    key), as COPY's CSV mode quotes it."""
+    value, params = ("(i.payload - %s::text[])", [list(omit)] * 2) if omit else ("i.payload", [])
+    return f"CASE WHEN {value} = '{{}}' THEN '{{}}' ELSE {_quoted(f'{value}::text')} END", params
+
+
+def _csv(project: Project, chosen: Selection, omit: Sequence[str]) -> Lines:
     columns, body, params = _columns(project, chosen, omit)
-    # Plain values in CSV cells (text unquoted), JSON only in the object and list cells.
-    plain = {
-        "external_id": "i.external_id",
-        "label": final_label_sql(),
-        "label_source": label_source_sql(),
-        "model_version": "p.model_version",
-        "queued_reason": "q.rule",
-        "source": "i.source",
-        "split": "i.split",
+    payload, payload_params = _csv_payload(omit)
+    # Plain values in CSV cells, JSON only in the object and list cells, each quoted as COPY's
+    # CSV mode quotes it (the bytes it gave before these lines were built here).
+    cells = {
+        "external_id": _csv_text("i.external_id"),
+        "payload": payload,
+        "label": _csv_text(final_label_sql(), project.labels),
+        "label_source": _csv_text(label_source_sql(), LABEL_SOURCES),
+        "labellers": _csv_text(columns["labellers"]),
+        "model_version": _csv_text("p.model_version"),
+        # Not NULL: an object with a key a label (a project has labels), so always quoted.
+        "probabilities": _quoted(columns["probabilities"]),
+        "queued_reason": _csv_text("q.rule", RULES),
+        "source": _csv_text("i.source"),
+        "split": _csv_text("i.split"),
         "item_created_at": _ts("i.created_at"),
         "approved_at": _ts(approved_at_sql()),
     }
-    cells = [f'{plain.get(name, columns[name])} AS "{name}"' for name in FIELDS]
-    sql = f"SELECT {', '.join(cells)} {body} ORDER BY {bytewise('i.external_id')}"
+    for name in ("confidence", "n_labels", "agreement"):  # numbers: nothing to quote
+        cells[name] = columns[name]
+    line = " || ',' || ".join(f"COALESCE({cells[name]}, '')" for name in FIELDS) + " || E'\\n'"
     # Parameters in the order their columns come: payload (field 2), probabilities (field 10).
-    return sql, [*params[0], *params[1], *params[2]], CSV
+    return line, body, [*payload_params, *params[1], *params[2]]
 
 
-def _manifest(
-    project: Project, chosen: Selection, omit: Sequence[str]
-) -> tuple[str, list[Any], str]:
+def _manifest(project: Project, chosen: Selection, omit: Sequence[str]) -> Lines:
     columns, body, params = _columns(project, chosen, omit)
     slug = project.slug  # a slug is [a-z0-9_-]: safe inside the SQL string
     metadata = (
@@ -265,18 +302,38 @@ def _manifest(
     )
     # No probabilities in these lines: the payload's and the class index's parameters precede
     # the FROM's.
-    return (
-        f"SELECT {line} {body} ORDER BY {bytewise('i.external_id')}",
-        [*params[0], list(project.labels), *params[2]],
-        BINARY,
-    )
+    return line, body, [*params[0], list(project.labels), *params[2]]
 
 
-BUILDERS: dict[str, Callable[[Project, Selection, Sequence[str]], tuple[str, list[Any], str]]] = {
+BUILDERS: dict[str, Callable[[Project, Selection, Sequence[str]], Lines]] = {
     "jsonl": _jsonl,
     "csv": _csv,
     "manifest": _manifest,
 }
+
+
+def csv_header() -> bytes:
+    """A CSV release's first line: the field names (plain: nothing to quote)."""
+    return (",".join(FIELDS) + "\n").encode()
+
+
+def _batched(lines: Lines) -> Statement:
+    """The COPY of the lines in external-id order, joined into rows of about BATCH_BYTES.
+
+    A line's batch is its running total of (estimated) bytes in external-id order, divided by
+    BATCH_BYTES: batches are runs of consecutive lines, and each is joined in external-id order
+    by the aggregate's own ORDER BY (no reliance on the order rows happen to arrive in).
+    """
+    line, body, params = lines
+    key = bytewise("i.external_id")
+    size = f"pg_column_size(i.payload) + {LINE_BYTES}"
+    sql = (
+        "SELECT string_agg(line, '' ORDER BY k) FROM ("
+        f"SELECT {line} AS line, {key} AS k, "
+        f"sum({size}) OVER (ORDER BY {key} ROWS UNBOUNDED PRECEDING) / {BATCH_BYTES} AS b "
+        f"{body}) s GROUP BY b ORDER BY b"
+    )
+    return f"COPY ({sql}) TO STDOUT WITH ({BINARY})", params
 
 
 class CopyFormatError(RuntimeError):
@@ -356,21 +413,8 @@ def runs(chosen: Selection, total: int, connections: int) -> list[Selection]:
     return [between(chosen, low, high) for low, high in itertools.pairwise(bounds)]
 
 
-def _statement(
-    project: Project, chosen: Selection, fmt: str, omit: Sequence[str], first: bool
-) -> Statement:
-    sql, params, options = BUILDERS[fmt](project, chosen, omit)
-    if options == CSV and first:
-        options += ", HEADER true"
-    return f"COPY ({sql}) TO STDOUT WITH ({options})", params, options == BINARY
-
-
-def _rows(copy: Any, binary: bool) -> Generator[bytes]:
-    if binary:
-        yield from _fields(copy)
-    else:
-        for chunk in copy:
-            yield bytes(chunk)
+def _statement(project: Project, chosen: Selection, fmt: str, omit: Sequence[str]) -> Statement:
+    return _batched(BUILDERS[fmt](project, chosen, omit))
 
 
 class _Stopped(Exception):
@@ -437,11 +481,11 @@ class LaterRun:
                     cursor.execute(SERIAL_PLANS)
                 if self._stop.is_set():  # closed before its COPY began
                     return
-                sql, values, binary = statement
+                sql, values = statement
                 with side.cursor() as cursor, cursor.copy(sql, values) as copy:
                     block: list[bytes] = []
                     size = 0
-                    for row in _rows(copy, binary):
+                    for row in _fields(copy):
                         block.append(row)
                         size += len(row)
                         if size >= FLUSH_BYTES:
@@ -483,17 +527,19 @@ def copy_chunks(
             stack.callback(side.close)
         for side, part in zip(sides, parts[1:], strict=True):
             assert snapshot is not None
-            statement = _statement(project, part, fmt, omit, first=False)
+            statement = _statement(project, part, fmt, omit)
             later = LaterRun(side, snapshot, statement)
             stack.callback(later.close)
             runs_later.append(later)
-        sql, values, binary = _statement(project, parts[0], fmt, omit, first=True)
+        sql, values = _statement(project, parts[0], fmt, omit)
+        if fmt == "csv":
+            yield csv_header()
         with connection.cursor() as cursor:
             if runs_later:
                 cursor.execute(SERIAL_PLANS)
             raw = cursor.cursor  # psycopg's own cursor: Django's wrapper has no copy()
             with raw.copy(sql, values) as copy:
-                yield from _rows(copy, binary)
+                yield from _fields(copy)
         for later in runs_later:
             yield from later.blocks()
 

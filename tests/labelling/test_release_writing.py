@@ -21,7 +21,7 @@ from labelling.models import Project, Release
 from labelling.releases import checks, formats, pgcopy
 from labelling.releases.checks import ChecksFailed
 from labelling.releases.pgcopy import CopyFormatError, copy_chunks
-from labelling.releases.rows import Filters, selection
+from labelling.releases.rows import Filters, Selection, selection
 from labelling.services import releases as release_service
 from labelling.services.releases import ReleaseRequest, release_create
 from tests.labelling.release_world import World, data_of, files_under, lines_of
@@ -134,6 +134,11 @@ def exports(settings: Settings, tmp_path: Path) -> Path:
     folder = tmp_path / "exports"
     settings.EXPORT_STORAGE = folder.as_uri()
     return folder
+
+
+def later(chosen: Selection) -> bool:
+    """Whether a run's selection is a later run's: one that starts at a cut (see runs())."""
+    return '"C" >= %s' in chosen.where
 
 
 def committed(test: Any) -> Any:
@@ -311,6 +316,76 @@ def test_the_checks_beside_the_write_see_the_releases_snapshot_not_later_commits
     assert [row["external_id"] for row in lines_of(release)] == ["a1", "a2"]
 
 
+# CSV lines built by the query, cell by cell, as COPY's CSV mode wrote them
+
+TRICKY = ["", "plain", "a,b", 'say "hi"', "line\nbreak", "cr\rhere", "\\.", "ünï ✓", " x ", None]
+
+
+def copied_as_csv(sql: str, params: list[Any]) -> bytes:
+    """What COPY's CSV mode writes for a query."""
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", params) as copy,
+    ):
+        return b"".join(bytes(chunk) for chunk in copy)
+
+
+def selected(sql: str, params: list[Any]) -> bytes:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return "".join(r[0] for r in cursor.fetchall()).encode()
+
+
+@pytest.mark.needs_postgres
+def test_csv_cells_are_quoted_as_copys_csv_mode_quotes_them(db: None) -> None:
+    values = "FROM unnest(%s::text[]) WITH ORDINALITY AS t(v, n)"
+    # Two columns: COPY quotes a lone \. only in a file of one column, never in a release's.
+    expected = copied_as_csv(f"SELECT v, 1 {values} ORDER BY n", [TRICKY])
+    assert expected.count(b'"') > 6  # the tricky ones quoted
+    for known in ((), ("plain", "a,b", "")):  # plain constants, and values that are not plain
+        cell = pgcopy._csv_text("v", known)
+        ours = selected(f"SELECT COALESCE({cell}, '') || E',1\\n' {values} ORDER BY n", [TRICKY])
+        assert ours == expected
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.parametrize("omit", [[], ["n"]])
+def test_a_payload_cell_is_quoted_as_copys_csv_mode_quotes_it(db: None, omit: list[str]) -> None:
+    payloads = ["{}", '{"n": 1}', '{"a": "x,y", "n": 2}', '{"q": "say \\"hi\\"", "l": [1, 2]}']
+    i = "(SELECT v::jsonb AS payload, n FROM unnest(%s::text[]) WITH ORDINALITY AS t(v, n)) i"
+    value = "(i.payload - %s::text[])" if omit else "i.payload"
+    expected = copied_as_csv(
+        f"SELECT {value}::text, 1 FROM {i} ORDER BY n", [*([omit] if omit else []), payloads]
+    )
+    cell, params = pgcopy._csv_payload(omit)
+    ours = selected(f"SELECT {cell} || E',1\\n' FROM {i} ORDER BY n", [*params, payloads])
+    assert ours == expected
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "manifest"])
+def test_lines_come_joined_in_batches_that_make_the_same_file(
+    six: World, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    project, chosen = six.project, selection(six.project, Filters(), None)
+
+    def batches() -> list[bytes]:
+        sql, params = pgcopy._statement(project, chosen, fmt, [])
+        with connection.cursor() as cursor, cursor.cursor.copy(sql, params) as copy:
+            return list(pgcopy._fields(copy))
+
+    with transaction.atomic():
+        whole = b"".join(copy_chunks(project, chosen, fmt))
+        assert len(batches()) == 1
+        # Every line counted as at least LINE_BYTES: two lines a batch.
+        monkeypatch.setattr(pgcopy, "BATCH_BYTES", 2 * pgcopy.LINE_BYTES + 100)
+        small = batches()
+        assert b"".join(copy_chunks(project, chosen, fmt)) == whole
+    assert [batch.count(b"\n") for batch in small] == [2, 2, 2]
+    header = pgcopy.csv_header() if fmt == "csv" else b""
+    assert header + b"".join(small) == whole
+
+
 # A large release written in runs, on several connections
 
 
@@ -427,10 +502,10 @@ def test_a_later_run_that_fails_fails_the_release_and_leaves_nothing(
 ) -> None:
     original = pgcopy._statement
 
-    def broken_later(*args: Any, first: bool) -> pgcopy.Statement:
-        sql, params, binary = original(*args, first=first)
+    def broken_later(project: Project, chosen: Selection, *args: Any) -> pgcopy.Statement:
+        sql, params = original(project, chosen, *args)
         failing = "SELECT (1 / (i.id - i.id))::text || '"  # fails on the first row
-        return (sql if first else sql.replace("SELECT '", failing, 1)), params, binary
+        return (sql.replace("SELECT '", failing, 1) if later(chosen) else sql), params
 
     monkeypatch.setattr(pgcopy, "_statement", broken_later)
     with pytest.raises(psycopg.errors.DivisionByZero):
@@ -446,10 +521,10 @@ def test_a_release_abandoned_midway_cancels_its_later_runs_statements(
 ) -> None:
     original = pgcopy._statement
 
-    def slow_later(*args: Any, first: bool) -> pgcopy.Statement:
-        if first:
-            return original(*args, first=first)
-        return "COPY (SELECT pg_sleep(60)::text) TO STDOUT WITH (FORMAT binary)", [], True
+    def slow_later(project: Project, chosen: Selection, *args: Any) -> pgcopy.Statement:
+        if not later(chosen):
+            return original(project, chosen, *args)
+        return "COPY (SELECT pg_sleep(60)::text) TO STDOUT WITH (FORMAT binary)", []
 
     monkeypatch.setattr(pgcopy, "_statement", slow_later)
     project, chosen = six.project, selection(six.project, Filters(), None)
@@ -489,8 +564,11 @@ def test_a_release_abandoned_midway_cancels_its_later_runs_statements(
 def test_runs_plan_without_parallel_workers_of_their_own(
     six: World, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    setting = "COPY (SELECT current_setting('max_parallel_workers_per_gather') || ';') TO STDOUT"
-    monkeypatch.setattr(pgcopy, "_statement", lambda *_, first: (setting, [], False))
+    setting = (
+        "COPY (SELECT current_setting('max_parallel_workers_per_gather') || ';') "
+        "TO STDOUT WITH (FORMAT binary)"
+    )
+    monkeypatch.setattr(pgcopy, "_statement", lambda *_: (setting, []))
     project, chosen = six.project, selection(six.project, Filters(), None)
 
     def written(total: int) -> bytes:
@@ -500,11 +578,11 @@ def test_runs_plan_without_parallel_workers_of_their_own(
             snapshot = pgcopy.export_snapshot()
             return b"".join(copy_chunks(project, chosen, "jsonl", snapshot=snapshot, total=total))
 
-    assert written(6) == b"0;\n0;\n0;\n"  # three runs, each on a serial plan
+    assert written(6) == b"0;0;0;"  # three runs, each on a serial plan
     with connection.cursor() as cursor:
         cursor.execute("SHOW max_parallel_workers_per_gather")
         default = cursor.fetchone()[0]
-    assert written(1) == f"{default};\n".encode()  # one run: the server's own setting
+    assert written(1) == f"{default};".encode()  # one run: the server's own setting
 
 
 @pytest.mark.needs_postgres
