@@ -348,7 +348,7 @@ class Examined:
 
 
 def _examine(project: Project, chosen: rows.Selection) -> Examined:
-    duplicates, leakage = checks.duplicate_content(chosen), checks.train_test_leakage(chosen)
+    duplicates, leakage = checks.content_checks(project.pk, chosen)
     classes, sources = rows.label_counts(chosen)
     schema = checks.payload_schema(chosen, project.schema or {})
     return Examined(duplicates, leakage, schema, classes, sources)

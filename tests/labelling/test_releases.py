@@ -17,6 +17,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
+from django.utils import timezone
 from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.test import APIClient
 
@@ -32,7 +33,7 @@ from labelling.models import (
     QueueEntry,
     Release,
 )
-from labelling.releases import pgcopy
+from labelling.releases import checks, pgcopy
 from labelling.releases import rows as release_rows
 from labelling.releases.checks import ChecksFailed
 from labelling.releases.rows import Filters
@@ -407,6 +408,34 @@ def test_train_test_leakage_blocks_and_can_be_overridden(world: World, exports: 
         request=ReleaseRequest(override_reason="known", override_checks=("train_test_leakage",)),
     )
     assert [o["check"] for o in release.overrides] == ["train_test_leakage"]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.parametrize("key", [checks.CONTENT_KEY, "0::bigint"])  # every content one key
+def test_the_content_pass_finds_what_the_two_checks_find_on_their_own(
+    world: World, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setattr(checks, "CONTENT_KEY", key)
+    world.item("a1", payload={"text": "twice"})
+    world.item("a2", payload={"text": "twice"})
+    world.item("b1", payload={"text": "leaky"}, split="train")
+    world.item("b2", payload={"text": "leaky"}, split="test", state="collecting")
+    world.item("c1", payload={"text": "no split"})  # not a leak: no split of its own
+    world.item("c2", payload={"text": "no split"}, split="test", state="collecting")
+    world.item("d1", payload={"text": "one split"}, split="train")
+    world.item("d2", payload={"text": "one split"}, split="train", state="collecting")
+    world.item("e1", payload={"text": "gone"}, split="train")
+    gone = world.item("e2", payload={"text": "gone"}, split="test")
+    gone.deactivated_at = timezone.now()
+    gone.save()
+    world.item("f1", split="test")
+    chosen = release_rows.selection(world.project, Filters(), None)
+
+    combined = checks.content_checks(world.project.pk, chosen)
+    alone = (checks.duplicate_content(chosen), checks.train_test_leakage(chosen))
+    assert [r.as_dict() for r in combined] == [r.as_dict() for r in alone]
+    assert combined[0].details["examples"] == [["a1", "a2"]]
+    assert [e["external_id"] for e in combined[1].details["examples"]] == ["b1"]
 
 
 def test_class_drift_beyond_the_bound_blocks_and_can_be_overridden(
