@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
 from core.exceptions import QuorumError
@@ -16,6 +17,22 @@ from labelling.models import Project
 
 class QuorumCommand(BaseCommand):
     """A management command whose domain errors print every problem and exit with status 1."""
+
+    # Every system check but the URL configuration's, which imports every view and the API
+    # schema (about half a second of each command); the web server and `manage.py check` run it.
+    requires_system_checks = [
+        Tags.admin,
+        Tags.caches,
+        Tags.commands,
+        Tags.compatibility,
+        Tags.database,
+        Tags.files,
+        Tags.models,
+        Tags.security,
+        Tags.staticfiles,
+        Tags.templates,
+        Tags.translation,
+    ]
 
     def execute(self, *args: Any, **options: Any) -> str | None:
         try:
