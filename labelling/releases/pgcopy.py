@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import queue
 import re
 import struct
 import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -72,9 +74,9 @@ CANCEL_SECONDS = 10
 # A release written in runs takes a core a run: the runs' plans get no parallel workers of their
 # own (which would each aggregate the run's labels again, and crowd the other runs out).
 SERIAL_PLANS = "SET LOCAL max_parallel_workers_per_gather = 0"
-# Lines are joined into COPY rows of about this many bytes (see _batched()), each line counted
-# as its stored payload's size plus LINE_BYTES (the other fields); a stored payload may be
-# compressed, so a batch of large payloads can be a few times larger.
+# Lines are joined into COPY rows of about this many bytes (see batch_cuts()), each line
+# counted as its stored payload's size plus LINE_BYTES (the other fields); a stored payload may
+# be compressed, so a batch of large payloads can be a few times larger.
 BATCH_BYTES = 1024 * 1024
 LINE_BYTES = 400
 # Quoted in a CSV cell, as COPY's CSV mode quotes: a comma, a quote, a line break.
@@ -317,23 +319,22 @@ def csv_header() -> bytes:
     return (",".join(FIELDS) + "\n").encode()
 
 
-def _batched(lines: Lines) -> Statement:
-    """The COPY of the lines in external-id order, joined into rows of about BATCH_BYTES.
+def _batched(lines: Lines, cuts: list[str]) -> Statement:
+    """The COPY of the lines in external-id order, joined into one row a batch.
 
-    A line's batch is its running total of (estimated) bytes in external-id order, divided by
-    BATCH_BYTES: batches are runs of consecutive lines, and each is joined in external-id order
-    by the aggregate's own ORDER BY (no reliance on the order rows happen to arrive in).
+    A batch is the lines from one cut (see batch_cuts()) to the next: its number is the line's
+    bucket among the cuts, so the rows are sorted once, by batch and external id, and each
+    batch is joined in external-id order by the aggregate's own ORDER BY (no reliance on the
+    order rows happen to arrive in).
     """
     line, body, params = lines
     key = bytewise("i.external_id")
-    size = f"pg_column_size(i.payload) + {LINE_BYTES}"
     sql = (
         "SELECT string_agg(line, '' ORDER BY k) FROM ("
-        f"SELECT {line} AS line, {key} AS k, "
-        f"sum({size}) OVER (ORDER BY {key} ROWS UNBOUNDED PRECEDING) / {BATCH_BYTES} AS b "
-        f"{body}) s GROUP BY b ORDER BY b"
+        f'SELECT line, k, width_bucket(k COLLATE "C", %s::text[]) AS b FROM ('
+        f"SELECT {line} AS line, {key} AS k {body}) s0 ORDER BY b, k) s GROUP BY b ORDER BY b"
     )
-    return f"COPY ({sql}) TO STDOUT WITH ({BINARY})", params
+    return f"COPY ({sql}) TO STDOUT WITH ({BINARY})", [cuts, *params]
 
 
 class CopyFormatError(RuntimeError):
@@ -390,31 +391,62 @@ def enter_snapshot(cursor: Any, snapshot: str) -> None:
     release_settings(cursor)
 
 
-def runs(chosen: Selection, total: int, connections: int) -> list[Selection]:
+@dataclass(frozen=True)
+class Sample:
+    """About SAMPLE_ROWS of a selection's items (one in `every`, by id), in external-id order:
+    their external ids and their stored payloads' sizes."""
+
+    ids: list[str]
+    sizes: list[int]
+    every: int
+
+
+def sampled(chosen: Selection, total: int) -> Sample:
+    """A sample of the selection of `total` items, from which the runs and batches are cut."""
+    every = max(1, total // SAMPLE_ROWS)
+    sql = (
+        f"SELECT {bytewise('i.external_id')}, pg_column_size(i.payload) FROM {ITEM} i "
+        f"WHERE {chosen.where} AND mod(i.id, %s) = 0 ORDER BY 1"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*chosen.params, every])
+        found = cursor.fetchall()
+    return Sample([row[0] for row in found], [row[1] for row in found], every)
+
+
+def runs(chosen: Selection, total: int, connections: int, sample: Sample) -> list[Selection]:
     """The selection cut into runs of consecutive external ids of about equal size, one a
     connection, that written one after another make the whole file.
 
     At least MIN_ROWS_PER_RUN rows a run (a small release is written whole). The cuts are the
-    quantiles of a sample of about SAMPLE_ROWS selected items (by id).
+    sample's quantiles (the first external id at or past each fraction of it).
     """
     count = min(connections, total // MIN_ROWS_PER_RUN)
-    if count < 2:
+    if count < 2 or not sample.ids:
         return [chosen]
-    every = max(1, total // SAMPLE_ROWS)
-    sql = (
-        f"SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY {bytewise('i.external_id')}) "
-        f"FROM {ITEM} i WHERE {chosen.where} AND mod(i.id, %s) = 0"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [[n / count for n in range(1, count)], *chosen.params, every])
-        found = cursor.fetchone()[0] or []
-    cuts = sorted(set(found))
+    size = len(sample.ids)
+    cuts = sorted({sample.ids[math.ceil(n * size / count) - 1] for n in range(1, count)})
     bounds = [None, *cuts, None]
     return [between(chosen, low, high) for low, high in itertools.pairwise(bounds)]
 
 
-def _statement(project: Project, chosen: Selection, fmt: str, omit: Sequence[str]) -> Statement:
-    return _batched(BUILDERS[fmt](project, chosen, omit))
+def batch_cuts(sample: Sample) -> list[str]:
+    """The external ids that start a new batch: each batch at most BATCH_BYTES by the sample's
+    estimate (a sampled line stands for `every` lines), or one line."""
+    cuts, size = [], 0
+    for external_id, stored in zip(sample.ids, sample.sizes, strict=True):
+        line = (stored + LINE_BYTES) * sample.every
+        if size and size + line > BATCH_BYTES:
+            cuts.append(external_id)
+            size = 0
+        size += line
+    return cuts
+
+
+def _statement(
+    project: Project, chosen: Selection, fmt: str, omit: Sequence[str], cuts: list[str]
+) -> Statement:
+    return _batched(BUILDERS[fmt](project, chosen, omit), cuts)
 
 
 class _Stopped(Exception):
@@ -517,7 +549,9 @@ def copy_chunks(
     (LaterRun), so that its backend builds and sorts its rows on another core while this
     connection's run is built and read; then each is read in turn.
     """
-    parts = runs(chosen, total, settings.RELEASE_CONNECTIONS) if snapshot else [chosen]
+    sample = sampled(chosen, total)
+    cuts = batch_cuts(sample)
+    parts = runs(chosen, total, settings.RELEASE_CONNECTIONS, sample) if snapshot else [chosen]
     sides = _connect(len(parts) - 1)
     if len(sides) < len(parts) - 1:
         parts = [chosen]
@@ -527,11 +561,11 @@ def copy_chunks(
             stack.callback(side.close)
         for side, part in zip(sides, parts[1:], strict=True):
             assert snapshot is not None
-            statement = _statement(project, part, fmt, omit)
+            statement = _statement(project, part, fmt, omit, cuts)
             later = LaterRun(side, snapshot, statement)
             stack.callback(later.close)
             runs_later.append(later)
-        sql, values = _statement(project, parts[0], fmt, omit)
+        sql, values = _statement(project, parts[0], fmt, omit, cuts)
         if fmt == "csv":
             yield csv_header()
         with connection.cursor() as cursor:

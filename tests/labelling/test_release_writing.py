@@ -365,12 +365,17 @@ def test_a_payload_cell_is_quoted_as_copys_csv_mode_quotes_it(db: None, omit: li
 @pytest.mark.needs_postgres
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "manifest"])
 def test_lines_come_joined_in_batches_that_make_the_same_file(
-    six: World, monkeypatch: pytest.MonkeyPatch, fmt: str
+    make_project: Any, monkeypatch: pytest.MonkeyPatch, fmt: str
 ) -> None:
-    project, chosen = six.project, selection(six.project, Filters(), None)
+    world = World(make_project())
+    # Byte order differs from a language's: B2, Z4, a1, a10, a2, é3.
+    for name in ("a1", "B2", "a10", "é3", "Z4", "a2"):
+        world.item(name)
+    project, chosen = world.project, selection(world.project, Filters(), None)
 
     def batches() -> list[bytes]:
-        sql, params = pgcopy._statement(project, chosen, fmt, [])
+        cuts = pgcopy.batch_cuts(pgcopy.sampled(chosen, 6))
+        sql, params = pgcopy._statement(project, chosen, fmt, [], cuts)
         with connection.cursor() as cursor, cursor.cursor.copy(sql, params) as copy:
             return list(pgcopy._fields(copy))
 
@@ -384,6 +389,19 @@ def test_lines_come_joined_in_batches_that_make_the_same_file(
     assert [batch.count(b"\n") for batch in small] == [2, 2, 2]
     header = pgcopy.csv_header() if fmt == "csv" else b""
     assert header + b"".join(small) == whole
+    ids = [line.split(b",")[0] for line in whole.splitlines()[1:]] if fmt == "csv" else None
+    assert ids is None or ids == [n.encode() for n in ("B2", "Z4", "a1", "a10", "a2", "é3")]
+
+
+def test_batches_are_cut_at_about_batch_bytes_by_the_samples_estimate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pgcopy, "BATCH_BYTES", 1000)
+    monkeypatch.setattr(pgcopy, "LINE_BYTES", 100)
+    sample = pgcopy.Sample(list("abcdefg"), [0, 100, 300, 2000, 0, 0, 0], every=2)
+    # Lines a sampled line stands for: 200, 400, 800, 4200, 200, 200, 200 bytes.
+    assert pgcopy.batch_cuts(sample) == ["c", "d", "e"]
+    assert pgcopy.batch_cuts(pgcopy.Sample([], [], every=1)) == []
 
 
 # A large release written in runs, on several connections
@@ -439,14 +457,16 @@ def test_runs_cut_the_selection_into_consecutive_parts_that_hold_every_row_once(
             )
             return [r[0] for r in cursor.fetchall()]
 
-    parts = pgcopy.runs(chosen, 12, connections=3)
+    sample = pgcopy.sampled(chosen, 12)
+    assert (sample.ids, sample.every) == (names, 1)
+    parts = pgcopy.runs(chosen, 12, 3, sample)
     assert len(parts) == 3
     assert all(3 <= len(ids(p)) <= 5 for p in parts)  # a quantile's value starts a run
     assert [name for p in parts for name in ids(p)] == names
     # At most one run a connection, and none under MIN_ROWS_PER_RUN rows.
-    assert len(pgcopy.runs(chosen, 12, connections=2)) == 2
-    assert pgcopy.runs(chosen, 7, connections=3) == [chosen]
-    assert pgcopy.runs(chosen, 12, connections=1) == [chosen]
+    assert len(pgcopy.runs(chosen, 12, 2, sample)) == 2
+    assert pgcopy.runs(chosen, 7, 3, sample) == [chosen]
+    assert pgcopy.runs(chosen, 12, 1, sample) == [chosen]
 
 
 @committed
