@@ -5,9 +5,10 @@ of consecutive external ids, one COPY a connection, all in the release's snapsho
 Python building each row took about 60 µs; PostgreSQL builds the same line in a few, so a
 million-row release is bound by the query, not by the interpreter. The lines hold the same fields
 in the same order as the Python writer's (labelling/releases/formats.py, used on SQLite); payload
-keys come in jsonb's order (shorter keys first) rather than alphabetically. The lines come joined
-in batches of about BATCH_BYTES, one COPY row a batch: a COPY row costs the client about a
-microsecond to take in, whatever its size.
+keys come in jsonb's order (shorter keys first) rather than alphabetically. CSV lines are built
+by the query too, each cell quoted as COPY's CSV mode quotes it. The lines come joined in batches
+of about BATCH_BYTES, one COPY row a batch: a COPY row costs the client about a microsecond to
+take in, whatever its size.
 """
 
 from __future__ import annotations
@@ -337,6 +338,7 @@ def _batched(lines: Lines, cuts: list[str]) -> Statement:
     key = bytewise("i.external_id")
     sql = (
         "SELECT string_agg(line, '' ORDER BY k) FROM ("
+        # The cuts compared byte by byte, as the sort compares the external ids.
         f'SELECT line, k, width_bucket(k COLLATE "C", %s::text[]) AS b FROM ('
         f"SELECT {line} AS line, {key} AS k {body}) s0 ORDER BY b, k) s GROUP BY b ORDER BY b"
     )
@@ -347,7 +349,7 @@ class CopyFormatError(RuntimeError):
     """A binary COPY's data were not what this module asked for."""
 
 
-def _fields(messages: Iterable[memoryview]) -> Generator[bytes]:
+def _fields(messages: Iterable[bytes | bytearray | memoryview]) -> Generator[bytes]:
     """The one text field of each row of a binary COPY, as bytes.
 
     libpq hands COPY data over a row a message (PostgreSQL sends the file's header with the first
