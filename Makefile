@@ -80,6 +80,7 @@ bench: $(VENV)/.dev
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/labelling.py --runs $${BENCH_RUNS:-3}
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/load.py --seconds $${BENCH_LOAD_SECONDS:-300}
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/problems.py
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python benchmarks/release.py --items $${BENCH_RELEASE_ITEMS:-1000000} --runs $${BENCH_RUNS:-3}
 	PYTHONPATH=. $(BIN)/python benchmarks/select_numerics.py
 	PYTHONPATH=. $(BIN)/python benchmarks/aggregate_numerics.py
 	DATABASE_URL=$(BENCH_DATABASE_URL) PYTHONPATH=. $(BIN)/python benchmarks/crowd_sync.py --items $${BENCH_CROWD_ITEMS:-1000} --runs $${BENCH_RUNS:-3}

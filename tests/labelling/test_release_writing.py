@@ -389,8 +389,13 @@ def test_lines_come_joined_in_batches_that_make_the_same_file(
     assert [batch.count(b"\n") for batch in small] == [2, 2, 2]
     header = pgcopy.csv_header() if fmt == "csv" else b""
     assert header + b"".join(small) == whole
-    ids = [line.split(b",")[0] for line in whole.splitlines()[1:]] if fmt == "csv" else None
-    assert ids is None or ids == [n.encode() for n in ("B2", "Z4", "a1", "a10", "a2", "é3")]
+    lines = whole.decode().splitlines()
+    ids = {
+        "jsonl": lambda: [json.loads(line)["external_id"] for line in lines],
+        "csv": lambda: [line.split(",")[0] for line in lines[1:]],
+        "manifest": lambda: [json.loads(line)["external-id"] for line in lines],
+    }[fmt]()
+    assert ids == ["B2", "Z4", "a1", "a10", "a2", "é3"]
 
 
 def test_batches_are_cut_at_about_batch_bytes_by_the_samples_estimate(
