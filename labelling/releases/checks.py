@@ -143,8 +143,12 @@ def content_checks(project_id: int, chosen: Selection) -> tuple[CheckResult, Che
         "WHERE chosen > 1 OR (chosen > 0 AND low <> high)",
         [*chosen.params, project_id],
     )
-    narrowed = Selection(
-        f"{chosen.where} AND {key} = ANY(%s::bigint[])", [*chosen.params, [k for (k,) in keys]]
+    narrowed = (
+        Selection(
+            f"{chosen.where} AND {key} = ANY(%s::bigint[])", [*chosen.params, [k for (k,) in keys]]
+        )
+        if keys
+        else Selection("false")  # nothing could fail: no rows to read
     )
     return duplicate_content(narrowed), train_test_leakage(narrowed)
 

@@ -438,6 +438,18 @@ def test_the_content_pass_finds_what_the_two_checks_find_on_their_own(
     assert [e["external_id"] for e in combined[1].details["examples"]] == ["b1"]
 
 
+@pytest.mark.needs_postgres
+def test_the_content_pass_of_a_clean_project_passes_both_checks(world: World) -> None:
+    world.item("a1", split="train")
+    world.item("a2", split="test")
+    world.item("a3", payload={"text": "content of a1"}, split="train", state="collecting")
+    chosen = release_rows.selection(world.project, Filters(), None)
+    combined = checks.content_checks(world.project.pk, chosen)
+    alone = (checks.duplicate_content(chosen), checks.train_test_leakage(chosen))
+    assert [r.as_dict() for r in combined] == [r.as_dict() for r in alone]
+    assert [r.passed for r in combined] == [True, True]
+
+
 def test_class_drift_beyond_the_bound_blocks_and_can_be_overridden(
     world: World, exports: Path
 ) -> None:
