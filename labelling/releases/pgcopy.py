@@ -401,8 +401,8 @@ def enter_snapshot(cursor: Any, snapshot: str) -> None:
 
 @dataclass(frozen=True)
 class Sample:
-    """About SAMPLE_ROWS of a selection's items (one in `every`, by id), in external-id order:
-    their external ids and their stored payloads' sizes."""
+    """About SAMPLE_ROWS of a selection's items (one in `every`, by a hash of the id), in
+    external-id order: their external ids and their stored payloads' sizes."""
 
     ids: list[str]
     sizes: list[int]
@@ -412,9 +412,12 @@ class Sample:
 def sampled(chosen: Selection, total: int) -> Sample:
     """A sample of the selection of `total` items, from which the runs and batches are cut."""
     every = max(1, total // SAMPLE_ROWS)
+    # By a hash of the id, not the id itself: a project's ids may all fall in one residue of
+    # `every` (two projects' items created in turn), which would leave the sample empty and the
+    # release in one batch.
     sql = (
         f"SELECT {bytewise('i.external_id')}, pg_column_size(i.payload) FROM {ITEM} i "
-        f"WHERE {chosen.where} AND mod(i.id, %s) = 0 ORDER BY 1"
+        f"WHERE {chosen.where} AND mod(hashint8(i.id), %s) = 0 ORDER BY 1"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*chosen.params, every])

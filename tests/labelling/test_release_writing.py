@@ -398,6 +398,21 @@ def test_lines_come_joined_in_batches_that_make_the_same_file(
     assert ids == ["B2", "Z4", "a1", "a10", "a2", "é3"]
 
 
+@pytest.mark.needs_postgres
+def test_the_sample_holds_items_whose_ids_share_a_residue(
+    make_project: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, other = World(make_project()), World(make_project(slug="other"))
+    for n in range(24):  # created in turn: this project's ids are all odd, or all even
+        ours.item(f"a{n:02d}")
+        other.item(f"b{n:02d}")
+    monkeypatch.setattr(pgcopy, "SAMPLE_ROWS", 12)  # one item in two
+    chosen = selection(ours.project, Filters(), None)
+    sample = pgcopy.sampled(chosen, 24)
+    assert sample.every == 2 and 2 <= len(sample.ids) <= 22
+    assert sample.ids == sorted(sample.ids) and set(sample.ids) <= {f"a{n:02d}" for n in range(24)}
+
+
 def test_batches_are_cut_at_about_batch_bytes_by_the_samples_estimate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
