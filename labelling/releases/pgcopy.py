@@ -105,11 +105,20 @@ def _json_string(expr: str, known: Iterable[str]) -> str:
     building a line). The simple CASE reads `expr` once; only plain values (nothing to escape in
     JSON or in SQL) are written in, anything else still goes through to_json.
     """
+    return _constants(expr, known, lambda value: f'"{value}"', f"to_json({expr})::text")
+
+
+def _constants(
+    expr: str, known: Iterable[str], written: Callable[[str], str], otherwise: str
+) -> str:
+    """`expr` written as `written` writes each plain value expected of it (nothing to escape in
+    SQL or in what it is written as), as constants in a simple CASE that reads `expr` once;
+    anything else as `otherwise`."""
     plain = sorted({value for value in known if PLAIN.fullmatch(value)})
-    whens = " ".join(f"WHEN '{value}' THEN '\"{value}\"'" for value in plain)
-    if not whens:
-        return f"to_json({expr})::text"
-    return f"CASE {expr} {whens} ELSE to_json({expr})::text END"
+    if not plain:
+        return otherwise
+    whens = " ".join(f"WHEN '{value}' THEN '{written(value)}'" for value in plain)
+    return f"CASE {expr} {whens} ELSE {otherwise} END"
 
 
 def _probabilities(labels: list[str]) -> tuple[str, list[Any]]:
@@ -248,11 +257,7 @@ def _csv_text(expr: str, known: Iterable[str] = ()) -> str:
     expected of it (see _json_string) are written in as constants. `expr` is written several
     times: it must take no parameters."""
     quoted = f"CASE WHEN {expr} = '' OR {expr} ~ {CSV_SPECIAL} THEN {_quoted(expr)} ELSE {expr} END"
-    plain = sorted({value for value in known if value and PLAIN.fullmatch(value)})
-    if not plain:
-        return quoted
-    whens = " ".join(f"WHEN '{value}' THEN '{value}'" for value in plain)
-    return f"CASE {expr} {whens} ELSE {quoted} END"
+    return _constants(expr, known, lambda value: value, quoted)
 
 
 def _csv_payload(omit: Sequence[str]) -> tuple[str, list[Any]]:
