@@ -192,6 +192,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # changed since their last consensus (what catches up after Redis or a worker was down).
 EXPIRE_LEASES_SECONDS = env_float("QUORUM_EXPIRE_LEASES_SECONDS", 30.0)
 CATCH_UP_SECONDS = env_float("QUORUM_CATCH_UP_SECONDS", 300.0)
+# How often workers prepare the release lines decided items lack (PostgreSQL; see
+# labelling/releases/prepared.py); consensus runs prepare theirs at once.
+PREPARE_LINES_SECONDS = env_float("QUORUM_PREPARE_LINES_SECONDS", 600.0)
 CELERY_BEAT_SCHEDULE = {
     "resend-queued-jobs": {"task": "labelling.resend_queued_jobs", "schedule": 60.0},
     "expire-leases": {"task": "labelling.expire_leases", "schedule": EXPIRE_LEASES_SECONDS},
@@ -200,6 +203,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": CATCH_UP_SECONDS,
     },
     "sync-crowd-batches": {"task": "labelling.sync_crowd_batches", "schedule": 120.0},
+    "prepare-release-lines": {
+        "task": "labelling.prepare_release_lines",
+        "schedule": PREPARE_LINES_SECONDS,
+    },
 }
 # A task whose worker died (killed, out of memory, machine lost) is not acknowledged (acks_late);
 # Redis hands it to another worker once this many seconds have passed since it was taken. It

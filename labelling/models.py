@@ -631,6 +631,34 @@ class Release(models.Model):
         super().save(*args, **kwargs)
 
 
+class PreparedLine(models.Model):
+    """A decided item's release lines, prepared ahead of a release (PostgreSQL only).
+
+    Each holds what follows the item's external id and payload in each format's line (those two
+    are read from the item itself, so that a release can leave personal fields out), written by
+    labelling/releases/prepared.py for the `key` of the code and settings that wrote it. Database
+    triggers (migration 0016) delete a line whenever anything it was built from changes, so a
+    release takes a line only while it still says what the rows say; any other item's line is
+    built by the release itself.
+    """
+
+    item = models.OneToOneField(
+        Item, on_delete=models.CASCADE, primary_key=True, related_name="+", db_constraint=False
+    )
+    key = models.CharField(max_length=32)
+    jsonl = models.TextField()
+    csv = models.TextField()
+    manifest = models.TextField()
+
+    class Meta:
+        # Which items have a line of a key, read from the index alone (a release asks it of
+        # every selected item; the table itself is about 1 KB a line).
+        indexes = [models.Index(fields=["item"], include=["key"], name="preparedline_item_key")]
+
+    def __str__(self) -> str:
+        return f"lines of item {self.item_id}"
+
+
 class ModelVersion(models.Model):
     """A candidate model: a `model_version` seen in the project's predictions, and where it came
     from (a note, a link to its code and data, a git hash)."""

@@ -28,9 +28,24 @@ def expire_leases() -> int:
 @shared_task(name="labelling.aggregate_project", acks_late=True)
 def aggregate_project(project_id: int) -> None:
     """Recompute a project's consensus, item states and labeller reliability."""
+    from labelling.models import Project
+    from labelling.releases.prepared import lines_prepare
     from labelling.services.consensus import consensus_run
 
     consensus_run(project_id=project_id)
+    # The items it decided: their release lines, written now rather than by the next release.
+    project = Project.objects.filter(pk=project_id).first()
+    if project is not None:
+        lines_prepare(project)
+
+
+@shared_task(name="labelling.prepare_release_lines", acks_late=True)
+def prepare_release_lines() -> int:
+    """Prepare the release lines every project's decided items lack (decided by an expert, or
+    changed since): releases read them instead of building them."""
+    from labelling.releases.prepared import lines_prepare_all
+
+    return lines_prepare_all()
 
 
 @shared_task(name="labelling.aggregate_stale_projects")

@@ -14,6 +14,8 @@ take in, whatever its size.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import itertools
 import logging
 import math
@@ -30,9 +32,9 @@ import psycopg
 from django.conf import settings
 from django.db import connection
 
-from labelling.models import Project
+from labelling.models import PreparedLine, Project
 from labelling.policy import FIELDS as RULE_FIELDS
-from labelling.releases.formats import FLUSH_BYTES, QUEUED_BLOCKS
+from labelling.releases.formats import FLUSH_BYTES, FORMATS, QUEUED_BLOCKS
 from labelling.releases.rows import (
     FIELDS,
     ITEM,
@@ -87,6 +89,7 @@ Statement = tuple[str, list[Any]]
 # A release's line as SQL (text ending in a newline), the FROM … WHERE it reads, and the
 # parameters of both, in order.
 Lines = tuple[str, str, list[Any]]
+PREPARED = PreparedLine._meta.db_table
 logger = logging.getLogger("quorum.releases")
 
 
@@ -207,18 +210,15 @@ def _payload(omit: Sequence[str]) -> tuple[str, list[Any]]:
 
 
 def _columns(
-    project: Project, chosen: Selection, omit: Sequence[str]
-) -> tuple[dict[str, str], str, tuple[list[Any], list[Any], list[Any]]]:
-    """Each field's SQL (a JSON text, or NULL), the FROM clause, and the parameters of the
-    payload column, of the probabilities column and of the FROM clause."""
-    payload, payload_params = _payload(omit)
+    project: Project, chosen: Selection
+) -> tuple[dict[str, str], str, tuple[list[Any], list[Any]]]:
+    """Each field's SQL after the external id and the payload (a JSON text, or NULL), the FROM
+    clause, and the parameters of the probabilities column and of the FROM clause."""
     ids = list(project.labellers.values_list("id", flat=True))
     labellers, labeller_params = _labellers(project, ids, chosen)
     body, body_params = from_sql(chosen, labellers, labeller_params)
     probabilities, probability_params = _probabilities(list(project.labels))
     columns = {
-        "external_id": "to_json(i.external_id)::text",
-        "payload": payload,
         "label": _json_string(final_label_sql(), project.labels),
         "label_source": _json_string(label_source_sql(), LABEL_SOURCES),
         "confidence": "c.confidence::text",
@@ -233,17 +233,51 @@ def _columns(
         "item_created_at": f"'\"' || {_ts('i.created_at')} || '\"'",
         "approved_at": f"'\"' || {_ts(approved_at_sql())} || '\"'",
     }
-    return columns, body, (payload_params, probability_params, body_params)
+    return columns, body, (probability_params, body_params)
 
 
-def _jsonl(project: Project, chosen: Selection, omit: Sequence[str]) -> Lines:
-    columns, body, params = _columns(project, chosen, omit)
-    pieces = [
-        f"'{'{' if n == 0 else ','}\"{name}\":' || COALESCE({columns[name]}, 'null')"
-        for n, name in enumerate(FIELDS)
-    ]
-    line = " || ".join(pieces) + " || E'}\\n'"
-    return line, body, [*params[0], *params[1], *params[2]]
+# A line's SQL text, and its parameters in order.
+Piece = tuple[str, list[Any]]
+EXTERNAL_ID = "to_json(i.external_id)::text"
+
+
+def _heads(omit: Sequence[str]) -> dict[str, Piece]:
+    """Each format's line up to the external id and the payload, read from the item alone
+    (what follows them, the tail, may be prepared: labelling/releases/prepared.py)."""
+    payload, payload_params = _payload(omit)
+    csv_payload, csv_params = _csv_payload(omit)
+    return {
+        "jsonl": (
+            f"'{{\"external_id\":' || COALESCE({EXTERNAL_ID}, 'null') "
+            f"|| ',\"payload\":' || COALESCE({payload}, 'null')",
+            payload_params,
+        ),
+        "csv": (
+            f"COALESCE({_csv_text('i.external_id')}, '') || ',' || COALESCE({csv_payload}, '')",
+            csv_params,
+        ),
+        "manifest": (
+            f"'{{\"source\":' || {payload} || ',\"external-id\":' || {EXTERNAL_ID}",
+            payload_params,
+        ),
+    }
+
+
+def _tails(project: Project, chosen: Selection) -> tuple[dict[str, Piece], str, list[Any]]:
+    """Each format's line after the payload, to its newline; the FROM clause they read, and its
+    parameters."""
+    columns, body, (probability_params, body_params) = _columns(project, chosen)
+    tails = {
+        "jsonl": _jsonl(columns, probability_params),
+        "csv": _csv(project, columns, probability_params),
+        "manifest": _manifest(project, columns),
+    }
+    return tails, body, body_params
+
+
+def _jsonl(columns: dict[str, str], probability_params: list[Any]) -> Piece:
+    pieces = [f"',\"{name}\":' || COALESCE({columns[name]}, 'null')" for name in FIELDS[2:]]
+    return " || ".join(pieces) + " || E'}\\n'", probability_params
 
 
 def _quoted(expr: str) -> str:
@@ -267,14 +301,10 @@ def _csv_payload(omit: Sequence[str]) -> tuple[str, list[Any]]:
     return f"CASE WHEN {value} = '{{}}' THEN '{{}}' ELSE {_quoted(f'{value}::text')} END", params
 
 
-def _csv(project: Project, chosen: Selection, omit: Sequence[str]) -> Lines:
-    columns, body, params = _columns(project, chosen, omit)
-    payload, payload_params = _csv_payload(omit)
+def _csv(project: Project, columns: dict[str, str], probability_params: list[Any]) -> Piece:
     # Plain values in CSV cells, JSON only in the object and list cells, each quoted as COPY's
     # CSV mode quotes it (the bytes it gave before these lines were built here).
     cells = {
-        "external_id": _csv_text("i.external_id"),
-        "payload": payload,
         "label": _csv_text(final_label_sql(), project.labels),
         "label_source": _csv_text(label_source_sql(), LABEL_SOURCES),
         "labellers": _csv_text(columns["labellers"]),
@@ -289,13 +319,12 @@ def _csv(project: Project, chosen: Selection, omit: Sequence[str]) -> Lines:
     }
     for name in ("confidence", "n_labels", "agreement"):  # numbers: nothing to quote
         cells[name] = columns[name]
-    line = " || ',' || ".join(f"COALESCE({cells[name]}, '')" for name in FIELDS) + " || E'\\n'"
-    # Parameters in the order their columns come: payload (field 2), probabilities (field 10).
-    return line, body, [*payload_params, *params[1], *params[2]]
+    cells_sql = [f"COALESCE({cells[name]}, '')" for name in FIELDS[2:]]
+    # Only the probabilities cell takes parameters.
+    return "',' || " + " || ',' || ".join(cells_sql) + " || E'\\n'", probability_params
 
 
-def _manifest(project: Project, chosen: Selection, omit: Sequence[str]) -> Lines:
-    columns, body, params = _columns(project, chosen, omit)
+def _manifest(project: Project, columns: dict[str, str]) -> Piece:
     slug = project.slug  # a slug is [a-z0-9_-]: safe inside the SQL string
     metadata = (
         "'{\"class-name\":' || " + columns["label"]
@@ -307,23 +336,46 @@ def _manifest(project: Project, chosen: Selection, omit: Sequence[str]) -> Lines
         + " || ',\"labellers\":' || " + columns["labellers"] + " || '}'"
     )  # fmt: skip
     index = f"COALESCE((array_position(%s::text[], {final_label_sql()}) - 1)::text, 'null')"
-    line = (
-        "'{\"source\":' || "
-        + columns["payload"]
-        + " || ',\"external-id\":' || "
-        + columns["external_id"]
-        + f" || ',\"{slug}\":' || {index} || ',\"{slug}-metadata\":' || {metadata} || E'}}\\n'"
+    # No probabilities in these lines: the class index's labels are the one parameter.
+    tail = f"',\"{slug}\":' || {index} || ',\"{slug}-metadata\":' || {metadata} || E'}}\\n'"
+    return tail, [list(project.labels)]
+
+
+def built_lines(project: Project, chosen: Selection, fmt: str, omit: Sequence[str]) -> Lines:
+    """The selected items' lines in `fmt`, built from the rows they are read from."""
+    head, head_params = _heads(omit)[fmt]
+    tails, body, body_params = _tails(project, chosen)
+    tail, tail_params = tails[fmt]
+    return f"{head} || {tail}", body, [*head_params, *tail_params, *body_params]
+
+
+def prepared_lines(chosen: Selection, fmt: str, omit: Sequence[str], key: str) -> Lines:
+    """The selected items' lines in `fmt` whose tails were prepared (with this `key`)."""
+    head, head_params = _heads(omit)[fmt]
+    body = (
+        f"FROM {ITEM} i JOIN {PREPARED} r ON r.item_id = i.id AND r.key = %s WHERE {chosen.where}"
     )
-    # No probabilities in these lines: the payload's and the class index's parameters precede
-    # the FROM's.
-    return line, body, [*params[0], list(project.labels), *params[2]]
+    return f"{head} || r.{fmt}", body, [*head_params, key, *chosen.params]
 
 
-BUILDERS: dict[str, Callable[[Project, Selection, Sequence[str]], Lines]] = {
-    "jsonl": _jsonl,
-    "csv": _csv,
-    "manifest": _manifest,
-}
+def unprepared(chosen: Selection, key: str) -> Selection:
+    """The selected items without a line prepared with this `key`."""
+    where = (
+        f"{chosen.where} AND NOT EXISTS (SELECT 1 FROM {PREPARED} r "
+        "WHERE r.item_id = i.id AND r.key = %s)"
+    )
+    return Selection(where, [*chosen.params, key])
+
+
+def lines_key(project: Project) -> str:
+    """What a prepared line must have been written for to be taken: a digest of the SQL that
+    builds the tails (the code), of the project's slug and labels, and of SECRET_KEY (the
+    labellers' pseudonyms)."""
+    tails, body, _ = _tails(project, Selection("i.project_id = %s", [project.pk]))
+    text = "\n".join([body, *(tails[fmt][0] for fmt in FORMATS)])
+    message = f"quorum-lines:{project.pk}:{project.slug}:{list(project.labels)}:{text}"
+    digest = hmac.new(settings.SECRET_KEY.encode(), message.encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
 
 
 def csv_header() -> bytes:
@@ -331,23 +383,28 @@ def csv_header() -> bytes:
     return (",".join(FIELDS) + "\n").encode()
 
 
-def _batched(lines: Lines, cuts: list[str]) -> Statement:
-    """The COPY of the lines in external-id order, joined into one row a batch.
+def _batched(parts: Sequence[Lines], cuts: list[str]) -> Statement:
+    """The COPY of the lines (of every part) in external-id order, joined into one row a batch.
 
     A batch is the lines from one cut (see batch_cuts()) to the next: its number is the line's
     bucket among the cuts, so the rows are sorted once, by batch and external id, and each
     batch is joined in external-id order by the aggregate's own ORDER BY (no reliance on the
     order rows happen to arrive in).
     """
-    line, body, params = lines
     key = bytewise("i.external_id")
+    selects = " UNION ALL ".join(
+        f"SELECT {line} AS line, {key} AS k {body}" for line, body, _ in parts
+    )
     sql = (
         "SELECT string_agg(line, '' ORDER BY k) FROM ("
         # The cuts compared byte by byte, as the sort compares the external ids.
         f'SELECT line, k, width_bucket(k COLLATE "C", %s::text[]) AS b FROM ('
-        f"SELECT {line} AS line, {key} AS k {body}) s0 ORDER BY b, k) s GROUP BY b ORDER BY b"
+        f"{selects}) s0 ORDER BY b, k) s GROUP BY b ORDER BY b"
     )
-    return f"COPY ({sql}) TO STDOUT WITH ({BINARY})", [cuts, *params]
+    return f"COPY ({sql}) TO STDOUT WITH ({BINARY})", [
+        cuts,
+        *(p for *_, params in parts for p in params),
+    ]
 
 
 class CopyFormatError(RuntimeError):
@@ -459,10 +516,48 @@ def batch_cuts(sample: Sample) -> list[str]:
     return cuts
 
 
+@dataclass(frozen=True)
+class Cover:
+    """Whether some selected items have prepared lines (of `key`), and whether some have not."""
+
+    key: str
+    prepared: bool
+    unprepared: bool
+
+
+def coverage(project: Project, chosen: Selection) -> Cover:
+    """Which of the two kinds of line the selected items need."""
+    key = lines_key(project)
+    some = f"SELECT 1 FROM {ITEM} i JOIN {PREPARED} r ON r.item_id = i.id AND r.key = %s WHERE"
+    missing = unprepared(chosen, key)
+    sql = (
+        f"SELECT EXISTS ({some} {chosen.where}), "
+        f"EXISTS (SELECT 1 FROM {ITEM} i WHERE {missing.where})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [key, *chosen.params, *missing.params])
+        prepared, missing_any = cursor.fetchone()
+    return Cover(key, bool(prepared), bool(missing_any))
+
+
 def _statement(
-    project: Project, chosen: Selection, fmt: str, omit: Sequence[str], cuts: list[str]
+    project: Project,
+    chosen: Selection,
+    fmt: str,
+    omit: Sequence[str],
+    cuts: list[str],
+    cover: Cover | None = None,
 ) -> Statement:
-    return _batched(BUILDERS[fmt](project, chosen, omit), cuts)
+    """The COPY of the selected items' lines: prepared ones where `cover` has them, the rest
+    built here (all built, without a cover)."""
+    if cover is None:
+        return _batched([built_lines(project, chosen, fmt, omit)], cuts)
+    parts = []
+    if cover.prepared:
+        parts.append(prepared_lines(chosen, fmt, omit, cover.key))
+    if cover.unprepared or not parts:
+        parts.append(built_lines(project, unprepared(chosen, cover.key), fmt, omit))
+    return _batched(parts, cuts)
 
 
 class _Stopped(Exception):
@@ -567,6 +662,7 @@ def copy_chunks(
     """
     sample = sampled(chosen, total)
     cuts = batch_cuts(sample)
+    cover = coverage(project, chosen)
     parts = runs(chosen, total, settings.RELEASE_CONNECTIONS, sample) if snapshot else [chosen]
     sides = _connect(len(parts) - 1)
     if len(sides) < len(parts) - 1:
@@ -577,11 +673,11 @@ def copy_chunks(
             stack.callback(side.close)
         for side, part in zip(sides, parts[1:], strict=True):
             assert snapshot is not None
-            statement = _statement(project, part, fmt, omit, cuts)
+            statement = _statement(project, part, fmt, omit, cuts, cover)
             later = LaterRun(side, snapshot, statement)
             stack.callback(later.close)
             runs_later.append(later)
-        sql, values = _statement(project, parts[0], fmt, omit, cuts)
+        sql, values = _statement(project, parts[0], fmt, omit, cuts, cover)
         if fmt == "csv":
             yield csv_header()
         with connection.cursor() as cursor:
