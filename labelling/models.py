@@ -632,31 +632,42 @@ class Release(models.Model):
 
 
 class PreparedLine(models.Model):
-    """A decided item's release lines, prepared ahead of a release (PostgreSQL only).
+    """A decided item's release line in one format, prepared ahead of a release (PostgreSQL).
 
-    Each holds what follows the item's external id and payload in each format's line (those two
-    are read from the item itself, so that a release can leave personal fields out), written by
-    labelling/releases/prepared.py for the `key` of the code and settings that wrote it. Database
-    triggers (migration 0016) delete a line whenever anything it was built from changes, so a
-    release takes a line only while it still says what the rows say; any other item's line is
-    built by the release itself.
+    The whole line, as a release that leaves the project's personal fields out writes it (the
+    default), written by labelling/releases/prepared.py for the `key` of the code and settings
+    that wrote it; one table a format, so that a release reads only its own format's lines.
+    Database triggers (migrations 0016, 0017) delete an item's lines whenever anything they were
+    built from changes, so a release takes a line only while it still says what the rows say; any
+    other item's line is built by the release itself.
     """
 
     item = models.OneToOneField(
         Item, on_delete=models.CASCADE, primary_key=True, related_name="+", db_constraint=False
     )
     key = models.CharField(max_length=32)
-    jsonl = models.TextField()
-    csv = models.TextField()
-    manifest = models.TextField()
+    line = models.TextField()
 
     class Meta:
+        abstract = True
         # Which items have a line of a key, read from the index alone (a release asks it of
-        # every selected item; the table itself is about 1 KB a line).
-        indexes = [models.Index(fields=["item"], include=["key"], name="preparedline_item_key")]
+        # every selected item; the table itself is 300–500 bytes a line).
+        indexes = [models.Index(fields=["item"], include=["key"], name="%(class)s_item_key")]
 
     def __str__(self) -> str:
-        return f"lines of item {self.item_id}"
+        return f"line of item {self.item_id}"
+
+
+class PreparedJsonl(PreparedLine):
+    """A JSON Lines release's line."""
+
+
+class PreparedCsv(PreparedLine):
+    """A CSV release's line."""
+
+
+class PreparedManifest(PreparedLine):
+    """A manifest release's line."""
 
 
 class ModelVersion(models.Model):

@@ -32,7 +32,7 @@ import psycopg
 from django.conf import settings
 from django.db import connection
 
-from labelling.models import PreparedLine, Project
+from labelling.models import PreparedCsv, PreparedJsonl, PreparedManifest, Project
 from labelling.policy import FIELDS as RULE_FIELDS
 from labelling.releases.formats import FLUSH_BYTES, FORMATS, QUEUED_BLOCKS
 from labelling.releases.rows import (
@@ -89,7 +89,12 @@ Statement = tuple[str, list[Any]]
 # A release's line as SQL (text ending in a newline), the FROM … WHERE it reads, and the
 # parameters of both, in order.
 Lines = tuple[str, str, list[Any]]
-PREPARED = PreparedLine._meta.db_table
+# The tables of prepared lines (labelling/releases/prepared.py), by format.
+PREPARED = {
+    "jsonl": PreparedJsonl._meta.db_table,
+    "csv": PreparedCsv._meta.db_table,
+    "manifest": PreparedManifest._meta.db_table,
+}
 logger = logging.getLogger("quorum.releases")
 
 
@@ -349,31 +354,39 @@ def built_lines(project: Project, chosen: Selection, fmt: str, omit: Sequence[st
     return f"{head} || {tail}", body, [*head_params, *tail_params, *body_params]
 
 
-def prepared_lines(chosen: Selection, fmt: str, omit: Sequence[str], key: str) -> Lines:
-    """The selected items' lines in `fmt` whose tails were prepared (with this `key`)."""
-    head, head_params = _heads(omit)[fmt]
+def prepared_lines(chosen: Selection, fmt: str, key: str) -> Lines:
+    """The selected items' lines in `fmt` that were prepared (with this `key`)."""
     body = (
-        f"FROM {ITEM} i JOIN {PREPARED} r ON r.item_id = i.id AND r.key = %s WHERE {chosen.where}"
+        f"FROM {ITEM} i JOIN {PREPARED[fmt]} r ON r.item_id = i.id AND r.key = %s "
+        f"WHERE {chosen.where}"
     )
-    return f"{head} || r.{fmt}", body, [*head_params, key, *chosen.params]
+    return "r.line", body, [key, *chosen.params]
 
 
-def unprepared(chosen: Selection, key: str) -> Selection:
-    """The selected items without a line prepared with this `key`."""
-    where = (
-        f"{chosen.where} AND NOT EXISTS (SELECT 1 FROM {PREPARED} r "
-        "WHERE r.item_id = i.id AND r.key = %s)"
+def unprepared(chosen: Selection, key: str, formats: Sequence[str]) -> Selection:
+    """The selected items without a line prepared with this `key` in one of the `formats`."""
+    missing = " OR ".join(
+        f"NOT EXISTS (SELECT 1 FROM {PREPARED[fmt]} r WHERE r.item_id = i.id AND r.key = %s)"
+        for fmt in formats
     )
-    return Selection(where, [*chosen.params, key])
+    return Selection(f"{chosen.where} AND ({missing})", [*chosen.params, *[key] * len(formats)])
+
+
+def prepared_omit(project: Project) -> list[str]:
+    """The payload fields prepared lines leave out: the project's personal ones, as a release
+    does unless asked to keep them."""
+    return list(project.personal_fields or [])
 
 
 def lines_key(project: Project) -> str:
     """What a prepared line must have been written for to be taken: a digest of the SQL that
-    builds the tails (the code), of the project's slug and labels, and of SECRET_KEY (the
-    labellers' pseudonyms)."""
+    builds the lines (the code), of the project's slug, labels and personal fields, and of
+    SECRET_KEY (the labellers' pseudonyms)."""
+    omit = prepared_omit(project)
     tails, body, _ = _tails(project, Selection("i.project_id = %s", [project.pk]))
-    text = "\n".join([body, *(tails[fmt][0] for fmt in FORMATS)])
-    message = f"quorum-lines:{project.pk}:{project.slug}:{list(project.labels)}:{text}"
+    heads = _heads(omit)
+    text = "\n".join([body, *(heads[fmt][0] + tails[fmt][0] for fmt in FORMATS)])
+    message = f"quorum-lines:{project.pk}:{project.slug}:{list(project.labels)}:{omit}:{text}"
     digest = hmac.new(settings.SECRET_KEY.encode(), message.encode(), hashlib.sha256)
     return digest.hexdigest()[:32]
 
@@ -383,26 +396,45 @@ def csv_header() -> bytes:
     return (",".join(FIELDS) + "\n").encode()
 
 
+def _bucket(expr: str, cuts: Sequence[str]) -> tuple[str, list[Any]]:
+    """How many of the sorted `cuts` are at or below `expr` (a line's batch number), as a
+    binary tree of comparisons: about log2(len(cuts)) of them a row. PostgreSQL's width_bucket
+    walks a text array from its start for each probe: 2 µs a row with 500 cuts, a second of a
+    run's time."""
+    params: list[Any] = []
+
+    def tree(low: int, high: int) -> str:
+        if low == high:
+            return str(low)
+        middle = (low + high) // 2
+        params.append(cuts[middle])
+        below = tree(low, middle)
+        return f"CASE WHEN {expr} < %s THEN {below} ELSE {tree(middle + 1, high)} END"
+
+    return tree(0, len(cuts)), params
+
+
 def _batched(parts: Sequence[Lines], cuts: list[str]) -> Statement:
     """The COPY of the lines (of every part) in external-id order, joined into one row a batch.
 
-    A batch is the lines from one cut (see batch_cuts()) to the next: its number is the line's
-    bucket among the cuts, so the rows are sorted once, by batch and external id, and each
-    batch is joined in external-id order by the aggregate's own ORDER BY (no reliance on the
-    order rows happen to arrive in).
+    A batch is the lines from one cut (see batch_cuts()) to the next: its number is how many
+    cuts the line's external id is at or past (_bucket), so the rows are sorted once, by batch
+    and external id, and each batch is joined in external-id order by the aggregate's own ORDER
+    BY (no reliance on the order rows happen to arrive in).
     """
     key = bytewise("i.external_id")
     selects = " UNION ALL ".join(
         f"SELECT {line} AS line, {key} AS k {body}" for line, body, _ in parts
     )
+    # The cuts compared byte by byte, as the sort compares the external ids.
+    bucket, bucket_params = _bucket('k COLLATE "C"', cuts)
     sql = (
         "SELECT string_agg(line, '' ORDER BY k) FROM ("
-        # The cuts compared byte by byte, as the sort compares the external ids.
-        f'SELECT line, k, width_bucket(k COLLATE "C", %s::text[]) AS b FROM ('
+        f"SELECT line, k, {bucket} AS b FROM ("
         f"{selects}) s0 ORDER BY b, k) s GROUP BY b ORDER BY b"
     )
     return f"COPY ({sql}) TO STDOUT WITH ({BINARY})", [
-        cuts,
+        *bucket_params,
         *(p for *_, params in parts for p in params),
     ]
 
@@ -517,47 +549,65 @@ def batch_cuts(sample: Sample) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Cover:
-    """Whether some selected items have prepared lines (of `key`), and whether some have not."""
+class Choice:
+    """A run's COPY for each answer to which kinds of line its items need (prepared lines of
+    the current key, lines to build), and the query that answers it; asked by the connection
+    that writes the run, in the release's snapshot, so that the runs ask at once."""
 
-    key: str
-    prepared: bool
-    unprepared: bool
+    probe: Statement | None  # SELECT EXISTS (prepared), EXISTS (unprepared); None: build all
+    statements: dict[str, Statement]
+
+    def needs(self, cursor: Any) -> tuple[bool, bool]:
+        """Whether some of the run's items have prepared lines, and whether some have not."""
+        if self.probe is None:
+            return False, True
+        cursor.execute(*self.probe)
+        prepared, unprepared = cursor.fetchone()
+        return bool(prepared), bool(unprepared)
+
+    def pick(self, cursor: Any) -> Statement:
+        """The COPY the run needs: prepared lines only, built lines only, or both."""
+        prepared, unprepared = self.needs(cursor)
+        if prepared and not unprepared:
+            return self.statements["prepared"]
+        return self.statements["both" if prepared else "built"]
 
 
-def coverage(project: Project, chosen: Selection) -> Cover:
-    """Which of the two kinds of line the selected items need."""
-    key = lines_key(project)
-    some = f"SELECT 1 FROM {ITEM} i JOIN {PREPARED} r ON r.item_id = i.id AND r.key = %s WHERE"
-    missing = unprepared(chosen, key)
-    sql = (
-        f"SELECT EXISTS ({some} {chosen.where}), "
-        f"EXISTS (SELECT 1 FROM {ITEM} i WHERE {missing.where})"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [key, *chosen.params, *missing.params])
-        prepared, missing_any = cursor.fetchone()
-    return Cover(key, bool(prepared), bool(missing_any))
-
-
-def _statement(
+def choice(
     project: Project,
     chosen: Selection,
     fmt: str,
     omit: Sequence[str],
     cuts: list[str],
-    cover: Cover | None = None,
+    key: str | None = None,
+) -> Choice:
+    """The COPYs a run of the selected items may need; prepared lines serve only a release that
+    leaves out what they leave out (the project's personal fields)."""
+    if list(omit) != prepared_omit(project):
+        return Choice(None, {"built": _batched([built_lines(project, chosen, fmt, omit)], cuts)})
+    key = key or lines_key(project)
+    some = f"SELECT 1 FROM {ITEM} i JOIN {PREPARED[fmt]} r ON r.item_id = i.id AND r.key = %s"
+    missing = unprepared(chosen, key, [fmt])
+    probe = (
+        f"SELECT EXISTS ({some} WHERE {chosen.where}), "
+        f"EXISTS (SELECT 1 FROM {ITEM} i WHERE {missing.where})",
+        [key, *chosen.params, *missing.params],
+    )
+    warm = prepared_lines(chosen, fmt, key)
+    cold = built_lines(project, missing, fmt, omit)
+    statements = {
+        "prepared": _batched([warm], cuts),
+        "built": _batched([cold], cuts),
+        "both": _batched([warm, cold], cuts),
+    }
+    return Choice(probe, statements)
+
+
+def _statement(
+    project: Project, chosen: Selection, fmt: str, omit: Sequence[str], cuts: list[str]
 ) -> Statement:
-    """The COPY of the selected items' lines: prepared ones where `cover` has them, the rest
-    built here (all built, without a cover)."""
-    if cover is None:
-        return _batched([built_lines(project, chosen, fmt, omit)], cuts)
-    parts = []
-    if cover.prepared:
-        parts.append(prepared_lines(chosen, fmt, omit, cover.key))
-    if cover.unprepared or not parts:
-        parts.append(built_lines(project, unprepared(chosen, cover.key), fmt, omit))
-    return _batched(parts, cuts)
+    """The COPY of the selected items' lines, every line built here."""
+    return _batched([built_lines(project, chosen, fmt, omit)], cuts)
 
 
 class _Stopped(Exception):
@@ -574,12 +624,12 @@ class LaterRun:
     the run's statement if it still runs.
     """
 
-    def __init__(self, side: psycopg.Connection[Any], snapshot: str, statement: Statement) -> None:
+    def __init__(self, side: psycopg.Connection[Any], snapshot: str, run: Choice) -> None:
         self._blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(QUEUED_BLOCKS)
         self._stop = threading.Event()
         self._side = side
         self._thread = threading.Thread(
-            target=self._read, args=(snapshot, statement), name="release-run", daemon=True
+            target=self._read, args=(snapshot, run), name="release-run", daemon=True
         )
         self._thread.start()
 
@@ -614,7 +664,7 @@ class LaterRun:
                 continue
         raise _Stopped
 
-    def _read(self, snapshot: str, statement: Statement) -> None:
+    def _read(self, snapshot: str, run: Choice) -> None:
         side = self._side
         try:
             with side:
@@ -622,9 +672,9 @@ class LaterRun:
                     cursor.execute("BEGIN")
                     enter_snapshot(cursor, snapshot)
                     cursor.execute(SERIAL_PLANS)
+                    sql, values = run.pick(cursor)
                 if self._stop.is_set():  # closed before its COPY began
                     return
-                sql, values = statement
                 with side.cursor() as cursor, cursor.copy(sql, values) as copy:
                     block: list[bytes] = []
                     size = 0
@@ -662,7 +712,7 @@ def copy_chunks(
     """
     sample = sampled(chosen, total)
     cuts = batch_cuts(sample)
-    cover = coverage(project, chosen)
+    key = lines_key(project)
     parts = runs(chosen, total, settings.RELEASE_CONNECTIONS, sample) if snapshot else [chosen]
     sides = _connect(len(parts) - 1)
     if len(sides) < len(parts) - 1:
@@ -673,16 +723,16 @@ def copy_chunks(
             stack.callback(side.close)
         for side, part in zip(sides, parts[1:], strict=True):
             assert snapshot is not None
-            statement = _statement(project, part, fmt, omit, cuts, cover)
-            later = LaterRun(side, snapshot, statement)
+            later = LaterRun(side, snapshot, choice(project, part, fmt, omit, cuts, key))
             stack.callback(later.close)
             runs_later.append(later)
-        sql, values = _statement(project, parts[0], fmt, omit, cuts, cover)
+        first = choice(project, parts[0], fmt, omit, cuts, key)
         if fmt == "csv":
             yield csv_header()
         with connection.cursor() as cursor:
             if runs_later:
                 cursor.execute(SERIAL_PLANS)
+            sql, values = first.pick(cursor)
             raw = cursor.cursor  # psycopg's own cursor: Django's wrapper has no copy()
             with raw.copy(sql, values) as copy:
                 yield from _fields(copy)

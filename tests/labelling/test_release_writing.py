@@ -3,12 +3,14 @@ lines, and the data checks run on a second connection beside the write."""
 
 from __future__ import annotations
 
+import bisect
 import csv
 import hashlib
 import io
 import json
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -427,6 +429,21 @@ def test_batches_are_cut_at_about_batch_bytes_by_the_samples_estimate(
 # A large release written in runs, on several connections
 
 
+def runs_write(
+    monkeypatch: pytest.MonkeyPatch,
+    rewrite: Callable[[Selection, pgcopy.Statement], pgcopy.Statement],
+) -> None:
+    """Each run of a release writes what `rewrite` makes of its COPY (every line built)."""
+
+    def rewritten(
+        project: Project, chosen: Selection, fmt: str, omit: Any, cuts: list[str], *_: Any
+    ) -> pgcopy.Choice:
+        built = pgcopy._statement(project, chosen, fmt, omit, cuts)
+        return pgcopy.Choice(None, {"built": rewrite(chosen, built)})
+
+    monkeypatch.setattr(pgcopy, "choice", rewritten)
+
+
 @pytest.fixture
 def in_runs(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> list[pgcopy.LaterRun]:
     """Every release of a row or more written in runs of three connections; the later runs
@@ -540,14 +557,12 @@ def test_the_later_runs_see_the_releases_snapshot_not_later_commits(
 def test_a_later_run_that_fails_fails_the_release_and_leaves_nothing(
     six: World, exports: Path, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = pgcopy._statement
-
-    def broken_later(project: Project, chosen: Selection, *args: Any) -> pgcopy.Statement:
-        sql, params = original(project, chosen, *args)
+    def broken_later(chosen: Selection, statement: pgcopy.Statement) -> pgcopy.Statement:
+        sql, params = statement
         failing = "SELECT (1 / (i.id - i.id))::text || '"  # fails on the first row
         return (sql.replace("SELECT '", failing, 1) if later(chosen) else sql), params
 
-    monkeypatch.setattr(pgcopy, "_statement", broken_later)
+    runs_write(monkeypatch, broken_later)
     with pytest.raises(psycopg.errors.DivisionByZero):
         release_create(project=six.project, request=ReleaseRequest(override_reason="x"))
     assert len(in_runs) == 2
@@ -559,14 +574,12 @@ def test_a_later_run_that_fails_fails_the_release_and_leaves_nothing(
 def test_a_release_abandoned_midway_cancels_its_later_runs_statements(
     six: World, in_runs: list[pgcopy.LaterRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = pgcopy._statement
-
-    def slow_later(project: Project, chosen: Selection, *args: Any) -> pgcopy.Statement:
+    def slow_later(chosen: Selection, statement: pgcopy.Statement) -> pgcopy.Statement:
         if not later(chosen):
-            return original(project, chosen, *args)
+            return statement
         return "COPY (SELECT pg_sleep(60)::text) TO STDOUT WITH (FORMAT binary)", []
 
-    monkeypatch.setattr(pgcopy, "_statement", slow_later)
+    runs_write(monkeypatch, slow_later)
     project, chosen = six.project, selection(six.project, Filters(), None)
     # Watched from a connection of its own: the release's is busy with its COPY.
     watcher = psycopg.connect(**connection.get_connection_params(), autocommit=True)
@@ -608,7 +621,7 @@ def test_runs_plan_without_parallel_workers_of_their_own(
         "COPY (SELECT current_setting('max_parallel_workers_per_gather') || ';') "
         "TO STDOUT WITH (FORMAT binary)"
     )
-    monkeypatch.setattr(pgcopy, "_statement", lambda *_: (setting, []))
+    runs_write(monkeypatch, lambda *_: (setting, []))
     project, chosen = six.project, selection(six.project, Filters(), None)
 
     def written(total: int) -> bytes:
@@ -661,3 +674,21 @@ def test_a_release_whose_runs_get_no_connection_is_written_whole(
 
     assert len(in_runs) == 2  # the first release's later runs only
     assert data_of(whole) == data_of(in_three) and whole.row_count == 6
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db
+@pytest.mark.parametrize("count", [0, 1, 2, 7, 64])
+def test_a_lines_batch_is_how_many_cuts_its_id_is_at_or_past(count: int) -> None:
+    values = sorted({f"{c}{n}" for c in ("a", "B", "é", "Z") for n in range(40)}, key=str.encode)
+    cuts = values[5 :: max(1, len(values) // (count + 1))][:count]
+    bucket, params = pgcopy._bucket('v COLLATE "C"', cuts)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT v, {bucket} FROM unnest(%s::text[]) v ORDER BY v COLLATE "C"',
+            [*params, values],
+        )
+        found = cursor.fetchall()
+    cut_bytes = [cut.encode() for cut in cuts]
+    assert len(cuts) == count
+    assert found == [(v, bisect.bisect_right(cut_bytes, v.encode())) for v in values]
