@@ -9,6 +9,10 @@ keys come in jsonb's order (shorter keys first) rather than alphabetically. CSV 
 by the query too, each cell quoted as COPY's CSV mode quotes it. The lines come joined in batches
 of about BATCH_BYTES, one COPY row a batch: a COPY row costs the client about a microsecond to
 take in, whatever its size.
+
+Most lines are not built here at all: labelling/releases/prepared.py writes each decided item's
+lines ahead, and a run reads those of its items that have one of the current key (choice()),
+building only the others', byte for byte the same.
 """
 
 from __future__ import annotations
@@ -246,9 +250,9 @@ Piece = tuple[str, list[Any]]
 EXTERNAL_ID = "to_json(i.external_id)::text"
 
 
-def _heads(omit: Sequence[str]) -> dict[str, Piece]:
-    """Each format's line up to the external id and the payload, read from the item alone
-    (what follows them, the tail, may be prepared: labelling/releases/prepared.py)."""
+def line_heads(omit: Sequence[str]) -> dict[str, Piece]:
+    """Each format's line up to the external id and the payload (the head), read from the item
+    alone, without the payload fields in `omit`; line_tails() writes the rest."""
     payload, payload_params = _payload(omit)
     csv_payload, csv_params = _csv_payload(omit)
     return {
@@ -268,7 +272,7 @@ def _heads(omit: Sequence[str]) -> dict[str, Piece]:
     }
 
 
-def _tails(project: Project, chosen: Selection) -> tuple[dict[str, Piece], str, list[Any]]:
+def line_tails(project: Project, chosen: Selection) -> tuple[dict[str, Piece], str, list[Any]]:
     """Each format's line after the payload, to its newline; the FROM clause they read, and its
     parameters."""
     columns, body, (probability_params, body_params) = _columns(project, chosen)
@@ -348,8 +352,8 @@ def _manifest(project: Project, columns: dict[str, str]) -> Piece:
 
 def built_lines(project: Project, chosen: Selection, fmt: str, omit: Sequence[str]) -> Lines:
     """The selected items' lines in `fmt`, built from the rows they are read from."""
-    head, head_params = _heads(omit)[fmt]
-    tails, body, body_params = _tails(project, chosen)
+    head, head_params = line_heads(omit)[fmt]
+    tails, body, body_params = line_tails(project, chosen)
     tail, tail_params = tails[fmt]
     return f"{head} || {tail}", body, [*head_params, *tail_params, *body_params]
 
@@ -383,8 +387,8 @@ def lines_key(project: Project) -> str:
     builds the lines (the code), of the project's slug, labels and personal fields, and of
     SECRET_KEY (the labellers' pseudonyms)."""
     omit = prepared_omit(project)
-    tails, body, _ = _tails(project, Selection("i.project_id = %s", [project.pk]))
-    heads = _heads(omit)
+    tails, body, _ = line_tails(project, Selection("i.project_id = %s", [project.pk]))
+    heads = line_heads(omit)
     text = "\n".join([body, *(heads[fmt][0] + tails[fmt][0] for fmt in FORMATS)])
     message = f"quorum-lines:{project.pk}:{project.slug}:{list(project.labels)}:{omit}:{text}"
     digest = hmac.new(settings.SECRET_KEY.encode(), message.encode(), hashlib.sha256)

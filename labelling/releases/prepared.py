@@ -88,8 +88,8 @@ def _chunk(project: Project, key: str, after: int, size: int) -> tuple[int | Non
         if not ids:
             return window[-1], 0
         chosen = Selection(f"{decided.where} AND i.id = ANY(%s)", [*decided.params, ids])
-        heads = pgcopy._heads(pgcopy.prepared_omit(project))
-        tails, body, body_params = pgcopy._tails(project, chosen)
+        heads = pgcopy.line_heads(pgcopy.prepared_omit(project))
+        tails, body, body_params = pgcopy.line_tails(project, chosen)
         lines = ", ".join(f"{heads[f][0]} || {tails[f][0]} AS {f}" for f in pgcopy.FORMATS)
         # One pass over the rows, a line a format, into each format's table.
         writes = [
@@ -134,8 +134,8 @@ def lines_prepare(project: Project, *, chunk: int = CHUNK) -> int:
 
 
 def lines_vacuum() -> None:
-    """VACUUM the lines' table after preparing them, outside any transaction: its visibility
-    map lets a release find which items have lines from the index alone."""
+    """VACUUM the lines' tables after preparing many, outside any transaction: their visibility
+    maps let a release find which items have lines from the indexes alone."""
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
         with connection.cursor() as cursor:
             for table in pgcopy.PREPARED.values():

@@ -287,3 +287,20 @@ def test_sqlite_prepares_nothing(world: World) -> None:
         pytest.skip("SQLite only: its releases are written in Python")
     assert prepared.lines_prepare(world.project) == 0
     assert not any(table.objects.exists() for table in TABLES)
+
+
+@pytest.mark.needs_postgres
+def test_workers_prepare_lines_after_a_consensus_run_and_periodically(world: World) -> None:
+    from labelling import tasks
+
+    tasks.aggregate_project(world.project.pk)
+    decided = set(
+        Item.objects.filter(project=world.project, state__in=["approved", "resolved"])
+        .exclude(deactivated_at__isnull=False)
+        .values_list("pk", flat=True)
+    )
+    assert decided and lines_of(world.project) == decided
+    for table in TABLES:
+        table.objects.all().delete()
+    assert tasks.prepare_release_lines() == len(decided)
+    assert lines_of(world.project) == decided
