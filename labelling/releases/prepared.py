@@ -45,17 +45,17 @@ LOCK_POLL = 0.02
 logger = logging.getLogger("quorum.releases")
 
 
-def _locked(project: Project, deadline: float) -> bool:
-    """Take the project's lines lock exclusively to the end of the transaction, trying until
-    `deadline`; whether it was taken."""
+def _locked(project: Project) -> bool:
+    """Try to take, to the end of the transaction, the project's lines lock and the one of
+    every project (key 0, taken shared by changes without a project of their own: predictions,
+    consensus), both exclusively; whether both were taken (if not, end the transaction at once:
+    it may hold one)."""
     with connection.cursor() as cursor:
-        while True:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, project.pk])
-            if cursor.fetchone()[0]:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(LOCK_POLL)
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, %s) AND pg_try_advisory_xact_lock(%s, 0)",
+            [LOCK_NAMESPACE, project.pk, LOCK_NAMESPACE],
+        )
+        return bool(cursor.fetchone()[0])
 
 
 def _missing() -> str:
@@ -114,17 +114,24 @@ def lines_prepare(project: Project, *, chunk: int = CHUNK) -> int:
     if connection.vendor != "postgresql":
         return 0
     key = pgcopy.lines_key(project)
-    written, after = 0, 0
+    written, after, last, count = 0, 0, None, 0
+    deadline = time.monotonic() + LOCK_SECONDS
     while True:
         with transaction.atomic():
-            if not _locked(project, time.monotonic() + LOCK_SECONDS):
+            locked = _locked(project)
+            if locked:
+                last, count = _chunk(project, key, after, chunk)
+        if not locked:  # the transaction that tried has ended, and any lock it took with it
+            if time.monotonic() > deadline:
                 logger.warning(
                     "release lines of %s: the project kept changing for %s s; the next run goes on",
                     project.slug,
                     LOCK_SECONDS,
                 )
                 return written
-            last, count = _chunk(project, key, after, chunk)
+            time.sleep(LOCK_POLL)
+            continue
+        deadline = time.monotonic() + LOCK_SECONDS
         written += count
         if last is None:
             if written >= VACUUM_AFTER:

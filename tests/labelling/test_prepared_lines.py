@@ -216,6 +216,8 @@ def test_changes_no_line_reads_keep_the_lines(world: World) -> None:
     QueueEntry.objects.update(score=0.9, priority=99)
     Item.objects.update(decided_at=datetime.now(UTC))
     Item.objects.filter(external_id="z9").update(state="approved")
+    # A new item's predictions, queue entry, labels and consensus: other items' lines stay.
+    world.item("y1", state="collecting")
     assert lines_of(project) == kept
 
 
@@ -240,30 +242,48 @@ def other_connection() -> psycopg.Connection[Any]:
 
 @pytest.mark.needs_postgres
 @pytest.mark.django_db(transaction=True)  # the world's writes commit, and their locks go
-def test_a_change_waits_while_a_preparer_holds_the_projects_lock(world: World) -> None:
+@pytest.mark.parametrize("write", ["label", "prediction"])
+def test_a_change_waits_while_a_preparer_holds_the_locks(world: World, write: str) -> None:
     project = world.project
     item = Item.objects.get(external_id="a1")
+
+    def change(n: int) -> None:
+        if write == "label":
+            world.label(item, f"w{n}", "match", later())
+        else:
+            Prediction.objects.create(
+                item=item,
+                model_version=f"m{n}",
+                probabilities=[0.5, 0.5],
+                predicted_label="match",
+                confidence=0.5,
+                digest="e",
+                created_at=later(),
+            )
+
     with other_connection() as preparer, preparer.transaction():
-        preparer.execute(
-            "SELECT pg_advisory_xact_lock(%s, %s)", [prepared.LOCK_NAMESPACE, project.pk]
-        )
+        assert preparer.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, %s) AND pg_try_advisory_xact_lock(%s, 0)",
+            [prepared.LOCK_NAMESPACE, project.pk, prepared.LOCK_NAMESPACE],
+        ).fetchone() == (True,)
         with pytest.raises(OperationalError, match="lock timeout"), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL lock_timeout = '200ms'")
-            world.label(item, "w8", "match", later())
-    world.label(item, "w7", "match", later())  # once it is released
+            change(8)
+    change(7)  # once they are released
 
 
 @pytest.mark.needs_postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("key", ["project", "every project"])
 def test_the_preparer_gives_way_to_changes_in_flight(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, monkeypatch: pytest.MonkeyPatch, key: str
 ) -> None:
     monkeypatch.setattr(prepared, "LOCK_SECONDS", 0.1)
+    held = world.project.pk if key == "project" else 0
     with other_connection() as writer, writer.transaction():
         writer.execute(
-            "SELECT pg_advisory_xact_lock_shared(%s, %s)",
-            [prepared.LOCK_NAMESPACE, world.project.pk],
+            "SELECT pg_advisory_xact_lock_shared(%s, %s)", [prepared.LOCK_NAMESPACE, held]
         )
         assert prepared.lines_prepare(world.project) == 0
     assert not lines_of(world.project)
