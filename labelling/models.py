@@ -637,7 +637,7 @@ class PreparedLine(models.Model):
     The whole line, as a release that leaves the project's personal fields out writes it (the
     default), written by labelling/releases/prepared.py for the `key` of the code and settings
     that wrote it; one table a format, so that a release reads only its own format's lines.
-    Database triggers (migrations 0016, 0017) delete an item's lines whenever anything they were
+    Database triggers (migrations 0016 to 0019) delete an item's lines whenever anything they were
     built from changes, so a release takes a line only while it still says what the rows say; any
     other item's line is built by the release itself.
     """

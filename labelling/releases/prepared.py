@@ -9,7 +9,7 @@ fields out writes it (the default), and such a release reads it instead
 a release that keeps the personal fields, are built by the release as before, so a release gives
 the same bytes either way, only sooner.
 
-A line is never stale when read: triggers (migrations 0016 and 0017) delete an item's lines in
+A line is never stale when read: triggers (migrations 0016 to 0019) delete an item's lines in
 the same statement that changes anything they were built from (labels, consensus, queue entry,
 predictions, escalations, the item's own columns, its payload included). That a line prepared
 from a snapshot cannot miss a change committed meanwhile is what the project's lock in namespace
