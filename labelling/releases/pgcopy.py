@@ -367,13 +367,10 @@ def prepared_lines(chosen: Selection, fmt: str, key: str) -> Lines:
     return "r.line", body, [key, *chosen.params]
 
 
-def unprepared(chosen: Selection, key: str, formats: Sequence[str]) -> Selection:
-    """The selected items without a line prepared with this `key` in one of the `formats`."""
-    missing = " OR ".join(
-        f"NOT EXISTS (SELECT 1 FROM {PREPARED[fmt]} r WHERE r.item_id = i.id AND r.key = %s)"
-        for fmt in formats
-    )
-    return Selection(f"{chosen.where} AND ({missing})", [*chosen.params, *[key] * len(formats)])
+def unprepared(chosen: Selection, key: str, fmt: str) -> Selection:
+    """The selected items without a line in `fmt` prepared with this `key`."""
+    missing = f"NOT EXISTS (SELECT 1 FROM {PREPARED[fmt]} r WHERE r.item_id = i.id AND r.key = %s)"
+    return Selection(f"{chosen.where} AND {missing}", [*chosen.params, key])
 
 
 def prepared_omit(project: Project) -> list[str]:
@@ -588,10 +585,10 @@ def choice(
     """The COPYs a run of the selected items may need; prepared lines serve only a release that
     leaves out what they leave out (the project's personal fields)."""
     if list(omit) != prepared_omit(project):
-        return Choice(None, {"built": _batched([built_lines(project, chosen, fmt, omit)], cuts)})
+        return Choice(None, {"built": _statement(project, chosen, fmt, omit, cuts)})
     key = key or lines_key(project)
     some = f"SELECT 1 FROM {ITEM} i JOIN {PREPARED[fmt]} r ON r.item_id = i.id AND r.key = %s"
-    missing = unprepared(chosen, key, [fmt])
+    missing = unprepared(chosen, key, fmt)
     probe = (
         f"SELECT EXISTS ({some} WHERE {chosen.where}), "
         f"EXISTS (SELECT 1 FROM {ITEM} i WHERE {missing.where})",
